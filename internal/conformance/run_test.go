@@ -7,7 +7,7 @@ import (
 
 func TestMultisetDiff(t *testing.T) {
 	for _, tc := range []struct {
-		want, got       []string
+		want, got      []string
 		missing, extra string
 	}{
 		{nil, nil, "", ""},
