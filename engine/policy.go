@@ -147,7 +147,7 @@ type Limit struct {
 
 // Governor is a token bucket below a hard limit.
 type Governor struct {
-	Capacity   decimal.Decimal
+	Capacity    decimal.Decimal
 	RefillPerMs decimal.Decimal
 }
 

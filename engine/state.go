@@ -11,18 +11,18 @@ import (
 // which is the order they are evaluated in; maps are only read by key or in sorted
 // key order.
 type Customer struct {
-	ID       string            `json:"id"`
-	Plan     string            `json:"plan"` // "" = inherit through refs, then the default plan
-	Type     string            `json:"type"`
-	Label    string            `json:"label"`
-	AltIDs   []string          `json:"alt_ids,omitempty"`
-	Refs     []string          `json:"refs,omitempty"`
-	Metadata map[string]string `json:"metadata,omitempty"`
-	Meters   map[string]*Meter `json:"meters,omitempty"`   // entitlement -> meter
+	ID        string            `json:"id"`
+	Plan      string            `json:"plan"` // "" = inherit through refs, then the default plan
+	Type      string            `json:"type"`
+	Label     string            `json:"label"`
+	AltIDs    []string          `json:"alt_ids,omitempty"`
+	Refs      []string          `json:"refs,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	Meters    map[string]*Meter `json:"meters,omitempty"`    // entitlement -> meter
 	Overrides map[string]*Limit `json:"overrides,omitempty"` // entitlement -> limit
-	Grants   []*Grant          `json:"grants,omitempty"`
-	Caps     []*Cap            `json:"caps,omitempty"`
-	Created  int64             `json:"created"`
+	Grants    []*Grant          `json:"grants,omitempty"`
+	Caps      []*Cap            `json:"caps,omitempty"`
+	Created   int64             `json:"created"`
 	// Seq numbers generated ids (cap-N, grant-N, hold-N) so every replica generates
 	// the same ones.
 	Seq uint64 `json:"seq"`
@@ -62,21 +62,21 @@ type Hold struct {
 
 // Grant is a balance of a credit that covers overage before it is billed.
 type Grant struct {
-	ID         string           `json:"id"`
-	Credit     string           `json:"credit"`
-	Topup      string           `json:"topup,omitempty"`
-	Created    int64            `json:"created_on"`
-	Starting   decimal.Decimal  `json:"starting_value"`
-	Value      decimal.Decimal  `json:"value"`
-	ExpiresOn  int64            `json:"expires_on,omitempty"` // 0 = never
-	Period     Period           `json:"period"`
-	Started    int64            `json:"started"` // start of the current reset period
-	ResetMode  string           `json:"reset_mode,omitempty"`
+	ID          string           `json:"id"`
+	Credit      string           `json:"credit"`
+	Topup       string           `json:"topup,omitempty"`
+	Created     int64            `json:"created_on"`
+	Starting    decimal.Decimal  `json:"starting_value"`
+	Value       decimal.Decimal  `json:"value"`
+	ExpiresOn   int64            `json:"expires_on,omitempty"` // 0 = never
+	Period      Period           `json:"period"`
+	Started     int64            `json:"started"` // start of the current reset period
+	ResetMode   string           `json:"reset_mode,omitempty"`
 	RolloverMin *decimal.Decimal `json:"rollover_min,omitempty"`
 	RolloverMax *decimal.Decimal `json:"rollover_max,omitempty"`
 	RolloverPct *decimal.Decimal `json:"rollover_pct,omitempty"`
-	MaxBalance *decimal.Decimal `json:"max_balance,omitempty"`
-	CatchupCap int64            `json:"reset_catchup_cap,omitempty"`
+	MaxBalance  *decimal.Decimal `json:"max_balance,omitempty"`
+	CatchupCap  int64            `json:"reset_catchup_cap,omitempty"`
 }
 
 // Cap is a spend ceiling across calls, credits and entitlements.

@@ -15,8 +15,8 @@ import (
 	_ "github.com/hashicorp/memberlist"
 	_ "github.com/hashicorp/raft"
 	_ "github.com/hashicorp/raft-boltdb/v2"
+	_ "github.com/prometheus/client_golang/prometheus"
 	_ "github.com/shopspring/decimal"
 	_ "google.golang.org/protobuf/proto"
 	_ "gopkg.in/yaml.v3"
-	_ "github.com/prometheus/client_golang/prometheus"
 )
