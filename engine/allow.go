@@ -33,6 +33,9 @@ type AllowRequest struct {
 	Caps        []CallCap
 	Overhead    *decimal.Decimal // the call's actual provider cost in runes, when known
 	Force       bool             // record usage that already happened (past limits and caps)
+	// Segment and Basis key and scale usage estimates (reserve predicts, settle learns).
+	Segment string
+	Basis   *decimal.Decimal
 }
 
 // Decision is the answer to allow/check/increment/decrement/reserve/settle.

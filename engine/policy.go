@@ -51,6 +51,9 @@ type Policy struct {
 	Exchange           Exchange
 	HoldTTL            int64 // ms
 	EstimateMinSamples int
+	// Estimates are policy-wide priors by "<entitlement>.<segment>", used until a
+	// customer's own estimate has EstimateMinSamples observations.
+	Estimates map[string]*Estimate
 	Notifications      []*Notification
 	// allEntitlements names every entitlement any plan defines, to tell
 	// unknown_entitlement from not_entitled.
@@ -444,6 +447,27 @@ func (d *decoder) policy(o *Object) *Policy {
 		p.HoldTTL = d.duration("policy", o, "hold_ttl")
 		if p.HoldTTL <= 0 {
 			d.errf("policy.hold_ttl", "must be greater than zero")
+		}
+	}
+	if est := d.object("policy", o, "estimates"); est != nil {
+		p.Estimates = map[string]*Estimate{}
+		for _, k := range est.Keys {
+			ep := "policy.estimates." + k
+			eo, ok := est.Fields[k].(*Object)
+			if !ok {
+				d.errf(ep, "must be an object")
+				continue
+			}
+			d.known(ep, eo, "samples", "alpha", "per_basis", "value_mean", "value_var", "overhead_mean", "overhead_var", "source", "updated")
+			es := &Estimate{PerBasis: d.boolean(ep, eo, "per_basis", false), Source: d.str(ep, eo, "source", "policy")}
+			if v, ok := d.number(ep, eo, "samples", ""); ok {
+				es.Samples = v.IntPart()
+			}
+			es.ValueMean, _ = d.number(ep, eo, "value_mean", "")
+			es.ValueVar, _ = d.number(ep, eo, "value_var", "")
+			es.OverheadMean, _ = d.number(ep, eo, "overhead_mean", "")
+			es.OverheadVar, _ = d.number(ep, eo, "overhead_var", "")
+			p.Estimates[k] = es
 		}
 	}
 	p.EstimateMinSamples = defaultMinSamples

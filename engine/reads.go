@@ -7,8 +7,9 @@ import (
 // ReserveRequest holds room for a call whose usage is only known afterwards.
 type ReserveRequest struct {
 	AllowRequest
-	Omitted bool  // Value not given: hold the limit's standard increment
-	TTL     int64 // ms; 0 = the policy's hold_ttl
+	Omitted  bool            // Value not given: hold the estimate (at Quantile), else the standard increment
+	TTL      int64           // ms; 0 = the policy's hold_ttl
+	Quantile decimal.Decimal // 0 = DefaultQuantile (0.9)
 }
 
 // Reserve holds Value (or the standard increment) on the meter when a call of that
@@ -25,6 +26,19 @@ func (e *Engine) Reserve(now int64, req ReserveRequest) (Decision, error) {
 		}
 		if lim != nil {
 			req.Value = lim.Increment
+			q := req.Quantile
+			if q.IsZero() {
+				q = DefaultQuantile
+			}
+			_, m, _ := e.meterFor(req.Customer, req.Entitlement)
+			if es, _ := e.estimateFor(m, req.Entitlement, req.Segment); es != nil {
+				if v, o, ok := es.predict(q, req.Basis); ok {
+					req.Value = v
+					if req.Overhead == nil {
+						req.Overhead = &o
+					}
+				}
+			}
 		}
 	}
 	if req.Value.IsNegative() {
@@ -82,14 +96,35 @@ func (e *Engine) meterFor(customer, entitlement string) (*Customer, *Meter, stri
 
 // Settle drops a hold and records the actual usage with force (it already happened).
 // Usage is recorded even when the hold has expired or was never made.
+// Settle then learns the call's usage into the meter's estimate for req.Segment.
 func (e *Engine) Settle(now int64, holdID string, req AllowRequest) (Decision, error) {
-	if _, m, reason := e.meterFor(req.Customer, req.Entitlement); reason != "" {
+	owner, m, reason := e.meterFor(req.Customer, req.Entitlement)
+	if reason != "" {
 		return Decision{Reason: reason}, nil
-	} else if m != nil {
+	}
+	if err := CheckAmount("value", req.Value); err != nil {
+		return Decision{}, err
+	}
+	if m != nil {
 		removeHold(m, holdID)
 	}
 	req.Force = true
-	return e.Allow(now, req)
+	d, err := e.Allow(now, req)
+	if err != nil || !d.Allowed {
+		return d, err
+	}
+	overhead := decimal.Zero
+	if req.Overhead != nil {
+		overhead = *req.Overhead
+	} else {
+		for _, ev := range d.Events {
+			if ev.Meter != nil && (ev.Type == EventMeterChanged || ev.Type == EventMeterOverage) {
+				overhead = ev.Meter.OverheadDiff
+			}
+		}
+	}
+	e.learnFrom(now, owner, req.Entitlement, &req, overhead)
+	return d, nil
 }
 
 // Release drops a hold; false when there was none.

@@ -137,3 +137,75 @@ func TestSeedSpendCaps(t *testing.T) {
 	}
 	capv("ai_overage_cap", "0")
 }
+
+func TestMarginBreakdown(t *testing.T) {
+	e := mustEngine(t, seedPolicy, "stof")
+	now := ms(t, "2026-03-02T10:00:00Z")
+	if _, _, err := e.CreateCustomer(now, CreateCustomerRequest{ID: "c", Plan: "starter"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Allow(now, AllowRequest{Customer: "c", Entitlement: "ai_chat", Value: dec("26667")}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := e.MarginBreakdown(now, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10000 tokens past the plan at $0.0003 = $3 revenue; 26667 tokens at 1.5e-7 = $0.00400005 cost.
+	if !m.Revenue.Equal(dec("3")) || !m.Cost.Equal(dec("0.00400005")) {
+		t.Fatalf("revenue %s cost %s", m.Revenue, m.Cost)
+	}
+	if m.MarginPct == nil || !m.MarginPct.Equal(dec("99.87")) {
+		t.Fatalf("margin %v", m.MarginPct)
+	}
+	// Next month the period is empty.
+	m, _ = e.MarginBreakdown(ms(t, "2026-04-01T00:00:01Z"), "c")
+	if !m.Revenue.IsZero() || !m.Cost.IsZero() || m.MarginPct != nil {
+		t.Fatalf("april %+v", m)
+	}
+}
+
+func TestReserveLearnsEstimates(t *testing.T) {
+	e := mustEngine(t, `{"policy": {"credits": {"tok": {"overhead_cost": 0.001}}, "plans": {"p": {"default": true,
+		"entitlements": {"chat": {"limit": {"credit": "tok", "value": 100000, "increment": 7}}}}}}}`, "json")
+	now := ms(t, "2026-03-02T10:00:00Z")
+	if _, _, err := e.CreateCustomer(now, CreateCustomerRequest{ID: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	reserve := func() Decision {
+		d, err := e.Reserve(now, ReserveRequest{AllowRequest: AllowRequest{Customer: "u", Entitlement: "chat", Segment: "sonnet-4.5"}, Omitted: true})
+		if err != nil || !d.Allowed {
+			t.Fatalf("reserve: %v %+v", err, d)
+		}
+		return d
+	}
+	// Without samples the hold is the standard increment.
+	d := reserve()
+	if u := e.Read(now, "u", "chat"); !u.Held.Equal(dec("7")) {
+		t.Fatalf("held %s, want the increment 7", u.Held)
+	}
+	// Settle five calls of 100, 200, 300, 400, 500 tokens: mean 300, population sd ~141.42.
+	for i, v := range []string{"100", "200", "300", "400", "500"} {
+		if i > 0 {
+			d = reserve()
+		}
+		if _, err := e.Settle(now, d.HoldID, AllowRequest{Customer: "u", Entitlement: "chat", Value: dec(v), Segment: "sonnet-4.5"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	est, err := e.EstimateUsage("u", "chat", "sonnet-4.5", nil, decimal.Zero)
+	if err != nil || est == nil {
+		t.Fatalf("estimate: %v %v", est, err)
+	}
+	// 300 + 1.2816 * sqrt(20000) = 481.2461...
+	if est.Samples != 5 || est.Value.Round(2).String() != "481.25" || est.Segment != "sonnet-4_5" || est.Source != "customer" {
+		t.Fatalf("estimate %+v", est)
+	}
+	if u := e.Read(now, "u", "chat"); !u.Held.IsZero() || !u.Value.Equal(dec("1500")) {
+		t.Fatalf("after settles: held %s value %s", u.Held, u.Value)
+	}
+	reserve()
+	if u := e.Read(now, "u", "chat"); u.Held.Round(2).String() != "481.25" {
+		t.Fatalf("held %s, want the 0.9 estimate", u.Held)
+	}
+}

@@ -44,6 +44,8 @@ type Meter struct {
 	EWMARate      decimal.Decimal  `json:"ewma_rate"`
 	GovTokens     *decimal.Decimal `json:"governor_tokens,omitempty"`
 	GovLastRefill int64            `json:"governor_last_refill,omitempty"`
+	// Estimates learn what calls on this meter use, by segment ("all" when none).
+	Estimates map[string]*Estimate `json:"estimates,omitempty"`
 }
 
 // HistoryEntry is one metered movement, for rate and acceleration.
