@@ -53,8 +53,8 @@ type Policy struct {
 	EstimateMinSamples int
 	// Estimates are policy-wide priors by "<entitlement>.<segment>", used until a
 	// customer's own estimate has EstimateMinSamples observations.
-	Estimates map[string]*Estimate
-	Notifications      []*Notification
+	Estimates     map[string]*Estimate
+	Notifications []*Notification
 	// allEntitlements names every entitlement any plan defines, to tell
 	// unknown_entitlement from not_entitled.
 	allEntitlements map[string]bool
