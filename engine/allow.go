@@ -77,6 +77,7 @@ type call struct {
 	overage      decimal.Decimal // billable units past the limit
 	cover        decimal.Decimal // of which grants cover
 	caps         []capHit
+	capBuf       [4]capHit
 	govTokens    decimal.Decimal
 	govUsed      bool
 	featureFlag  bool
@@ -414,15 +415,21 @@ func (e *Engine) overheadFor(c *call) decimal.Decimal {
 // shared caps up its refs (nearest first), then the call's caps.
 func (e *Engine) collectCaps(now int64, c *call) error {
 	add := func(cp *Cap, holder *Customer) {
-		cur, expired := cp.current(now)
-		if expired || !cp.appliesTo(c.req.Entitlement) {
+		if (cp.ExpiresOn != 0 && cp.ExpiresOn < now) || !cp.appliesTo(c.req.Entitlement) {
 			return
 		}
 		amt, ok := e.capAmount(c, cp)
 		if !ok {
 			return
 		}
+		cur := cp.MeterValue
 		_, _, reset := cp.Period.Advance(cp.Started, now)
+		if reset {
+			cur = decimal.Zero
+		}
+		if c.caps == nil {
+			c.caps = c.capBuf[:0]
+		}
 		c.caps = append(c.caps, capHit{cap: cp, holder: holder, amount: amt, cur: cur, reset: reset})
 	}
 	for _, cp := range c.caller.Caps {

@@ -69,16 +69,43 @@ func (c *Credit) unitPrice() (decimal.Decimal, bool) {
 	return decimal.Zero, false
 }
 
+// runeRate is toRunesRate through the table computed when the policy loaded.
+func (p *Policy) runeRate(name string) (decimal.Decimal, error) {
+	if name == Rune {
+		return one, nil
+	}
+	if r, ok := p.runeRates[name]; ok {
+		return r, nil
+	}
+	return toRunesRate(p.Credits, p.Exchange, name)
+}
+
+// computeRuneRates fills the rune-rate table for every credit and exchange pair that
+// reaches runes; policies are immutable, so conversions never re-walk the chain.
+func (p *Policy) computeRuneRates() {
+	p.runeRates = map[string]decimal.Decimal{}
+	for _, name := range sortedKeys(p.Credits) {
+		if r, err := toRunesRate(p.Credits, p.Exchange, name); err == nil {
+			p.runeRates[name] = r
+		}
+	}
+	for _, name := range sortedKeys(p.Exchange.Pairs) {
+		if r, err := toRunesRate(p.Credits, p.Exchange, name); err == nil {
+			p.runeRates[name] = r
+		}
+	}
+}
+
 // Convert converts value units of `from` into `to` through runes.
 func (p *Policy) Convert(value decimal.Decimal, from, to string) (decimal.Decimal, error) {
 	if from == to {
 		return value, nil
 	}
-	a, err := toRunesRate(p.Credits, p.Exchange, from)
+	a, err := p.runeRate(from)
 	if err != nil {
 		return decimal.Zero, err
 	}
-	b, err := toRunesRate(p.Credits, p.Exchange, to)
+	b, err := p.runeRate(to)
 	if err != nil {
 		return decimal.Zero, err
 	}

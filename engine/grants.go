@@ -102,7 +102,7 @@ func (e *Engine) grantOrder(c *Customer, credit string, now int64) []*Grant {
 	switch e.policy.Exchange.GrantStrategy {
 	case StrategyCheapestFirst, StrategyValuableFirst:
 		rate := func(g *Grant) decimal.Decimal {
-			r, err := toRunesRate(e.policy.Credits, e.policy.Exchange, g.Credit)
+			r, err := e.policy.runeRate(g.Credit)
 			if err != nil {
 				return decimal.Zero
 			}

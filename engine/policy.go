@@ -59,6 +59,7 @@ type Policy struct {
 	// unknown_entitlement from not_entitled.
 	allEntitlements map[string]bool
 	defaultPlan     string
+	runeRates       map[string]decimal.Decimal
 }
 
 // Credit is a unit of something consumable.
@@ -234,6 +235,7 @@ func DecodePolicy(root *Object) (*Policy, error) {
 	if len(d.problems) > 0 {
 		return nil, &ValidationError{Problems: d.problems}
 	}
+	p.computeRuneRates()
 	return p, nil
 }
 
