@@ -60,6 +60,9 @@ type Policy struct {
 	allEntitlements map[string]bool
 	defaultPlan     string
 	runeRates       map[string]decimal.Decimal
+	// Warnings are things the policy asks for that Capstan does not do (a Stof
+	// function is never executed), each with its path. The policy still loads.
+	Warnings []string
 }
 
 // Credit is a unit of something consumable.
@@ -236,11 +239,13 @@ func DecodePolicy(root *Object) (*Policy, error) {
 		return nil, &ValidationError{Problems: d.problems}
 	}
 	p.computeRuneRates()
+	p.Warnings = d.warnings
 	return p, nil
 }
 
 type decoder struct {
 	problems []string
+	warnings []string
 }
 
 func (d *decoder) errf(path, format string, args ...any) {
@@ -266,7 +271,7 @@ func (d *decoder) known(path string, o *Object, fields ...string) {
 		}
 		if !found {
 			if fn, ok := o.Fields[k].(Func); ok {
-				d.errf(join(path, k), "Stof function %q is not executed by Capstan (use a CEL expression field instead, e.g. overhead_expr or matches)", fn.Name)
+				d.warnings = append(d.warnings, fmt.Sprintf("%s: Stof function %s() is not executed; Capstan uses the static fallback (write a CEL expression in overhead_expr or matches instead)", join(path, k), fn.Name))
 				continue
 			}
 			d.errf(join(path, k), "unknown field")
@@ -533,7 +538,11 @@ func (d *decoder) policy(o *Object) *Policy {
 				d.errf(path, "must be an object")
 				continue
 			}
-			d.known(path, no, "matches", "description")
+			d.known(path, no, "matches", "description", "fire")
+			if _, isFn := no.Fields["matches"].(Func); isFn {
+				d.warnings = append(d.warnings, path+".matches: Stof function matches() is not executed; the notification is skipped (write `matches` as a CEL expression)")
+				continue
+			}
 			n := &Notification{Name: name, Matches: d.str(path, no, "matches", "")}
 			if n.Matches == "" {
 				d.errf(path+".matches", "required: a CEL expression over `type` and `event`")

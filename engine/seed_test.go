@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -207,5 +208,27 @@ func TestReserveLearnsEstimates(t *testing.T) {
 	reserve()
 	if u := e.Read(now, "u", "chat"); u.Held.Round(2).String() != "481.25" {
 		t.Fatalf("held %s, want the 0.9 estimate", u.Held)
+	}
+}
+
+func TestStofFunctionsWarnNotFail(t *testing.T) {
+	p, err := LoadPolicy(`policy: {
+  credits: { ai_token: { price: { amount: 0.00002 } overhead_cost: 0.000003
+      fn overhead(units: float, context?: obj) -> float { units * self.overhead_cost } } }
+  plans: { free: { default: true entitlements: { chat: { limit: { credit: 'ai_token', value: 10 } } } } }
+  notifications: { low: { fn matches(type: str, event: obj) -> bool { true } } }
+}`, "stof")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) != 2 || !strings.Contains(p.Warnings[0], "policy.credits.ai_token.overhead: Stof function overhead() is not executed") {
+		t.Fatalf("warnings %q", p.Warnings)
+	}
+	e := New(p)
+	now := ms(t, "2026-03-02T10:00:00Z")
+	e.CreateCustomer(now, CreateCustomerRequest{ID: "u"})
+	d, err := e.Allow(now, AllowRequest{Customer: "u", Entitlement: "chat", Value: dec("4")})
+	if err != nil || !d.Allowed || !d.Events[0].Meter.OverheadDiff.Equal(dec("0.000012")) {
+		t.Fatalf("static fallback: %v %+v", err, d)
 	}
 }

@@ -115,9 +115,12 @@ func policyValidate(g *globals, args []string) error {
 		return failed("%s: %v", path, err)
 	}
 	if g.output == "json" {
-		return json.NewEncoder(g.stdout).Encode(map[string]any{"valid": true, "credits": len(p.Credits), "plans": len(p.Plans)})
+		return json.NewEncoder(g.stdout).Encode(map[string]any{"valid": true, "credits": len(p.Credits), "plans": len(p.Plans), "warnings": p.Warnings})
 	}
 	fmt.Fprintf(g.stdout, "%s: valid (%d credits, %d plans)\n", path, len(p.Credits), len(p.Plans))
+	for _, w := range p.Warnings {
+		fmt.Fprintf(g.stdout, "warning: %s\n", w)
+	}
 	return nil
 }
 
