@@ -27,6 +27,7 @@ func compileCost(expr string) (*costProgram, error) {
 	env, err := cel.NewEnv(
 		cel.Variable("units", cel.DoubleType),
 		cel.Variable("context", cel.MapType(cel.StringType, cel.DynType)),
+		cel.CrossTypeNumericComparisons(true),
 	)
 	if err != nil {
 		return nil, err
@@ -80,16 +81,18 @@ func (p *costProgram) eval(units decimal.Decimal, eventData string) (decimal.Dec
 	return decimal.NewFromFloat(f).Round(12), true
 }
 
-// matchProgram decides whether a notification matches an event: `type` (the event
-// name) and `event` (its payload as a map).
+// matchProgram decides whether a notification matches an event: `name` (the event
+// name; Limitr's `type`, which CEL reserves) and `event` (its payload as a map, with
+// the name also under event.type).
 type matchProgram struct {
 	prg cel.Program
 }
 
 func compileMatch(expr string) (*matchProgram, error) {
 	env, err := cel.NewEnv(
-		cel.Variable("type", cel.StringType),
+		cel.Variable("name", cel.StringType),
 		cel.Variable("event", cel.MapType(cel.StringType, cel.DynType)),
+		cel.CrossTypeNumericComparisons(true),
 	)
 	if err != nil {
 		return nil, err
@@ -109,7 +112,7 @@ func compileMatch(expr string) (*matchProgram, error) {
 }
 
 func (p *matchProgram) match(typ string, event map[string]any) bool {
-	out, _, err := p.prg.Eval(map[string]any{"type": typ, "event": event})
+	out, _, err := p.prg.Eval(map[string]any{"name": typ, "event": event})
 	if err != nil {
 		return false
 	}

@@ -42,6 +42,7 @@ func notifiable(t string) bool {
 // matching is a yes/no decision, never stored).
 func (ev Event) celMap() map[string]any {
 	m := map[string]any{
+		"type":        ev.Type,
 		"customer":    map[string]any{"id": ev.Customer},
 		"entitlement": ev.Entitlement,
 		"plan":        ev.Plan,

@@ -545,7 +545,7 @@ func (d *decoder) policy(o *Object) *Policy {
 			}
 			n := &Notification{Name: name, Matches: d.str(path, no, "matches", "")}
 			if n.Matches == "" {
-				d.errf(path+".matches", "required: a CEL expression over `type` and `event`")
+				d.errf(path+".matches", "required: a CEL expression over `name` (the event name) and `event`")
 				continue
 			}
 			prog, err := compileMatch(n.Matches)
