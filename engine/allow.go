@@ -55,6 +55,7 @@ type capHit struct {
 	holder *Customer // nil for call-scoped caps
 	amount decimal.Decimal
 	cur    decimal.Decimal // meter value as of now
+	held   decimal.Decimal // what the meter's unexpired holds would add (checked, never committed)
 	reset  bool
 }
 
@@ -72,7 +73,10 @@ type call struct {
 	start        int64
 	old, newVal  decimal.Decimal
 	limVal       decimal.Decimal
+	offset       decimal.Decimal // billable units already used this period: max(0, old - limit)
+	prevValue    decimal.Decimal // the stored meter value before the call (before a reset)
 	held         decimal.Decimal
+	heldOverhead decimal.Decimal
 	overhead     decimal.Decimal
 	overage      decimal.Decimal // billable units past the limit
 	cover        decimal.Decimal // of which grants cover
@@ -280,12 +284,16 @@ func (e *Engine) decide(now int64, req *AllowRequest, reserve bool) (*call, erro
 	if c.meter != nil {
 		c.start = c.meter.Started
 		c.old = c.meter.Value
+		c.prevValue = c.meter.Value
 		if ns, _, reset := c.limit.Period.Advance(c.meter.Started, now); reset {
 			c.reset, c.start, c.old = true, ns, decimal.Zero
 		}
 		if !req.Force {
-			c.held = heldAt(c.meter, now)
+			c.held, c.heldOverhead = holdsAt(c.meter, now)
 		}
+	}
+	if c.old.GreaterThan(c.limVal) {
+		c.offset = c.old.Sub(c.limVal)
 	}
 	c.newVal = c.old.Add(c.value)
 	if c.limit.Minimum != nil && c.newVal.LessThan(*c.limit.Minimum) {
@@ -314,7 +322,7 @@ func (e *Engine) decide(now int64, req *AllowRequest, reserve bool) (*call, erro
 
 	// 3. Grants: how much of the overage they cover (computed before caps, which see it).
 	if c.overage.IsPositive() && c.limit.GrantsApply {
-		avail := e.grantsAvailable(owner, c.limit.Credit, now)
+		avail := e.grantsAvailable(owner, c.limit.Credit, now, c.offset)
 		switch {
 		case c.limit.Mode == ModeHard && !avail.LessThan(c.overage):
 			c.cover, valid = c.overage, true
@@ -337,9 +345,9 @@ func (e *Engine) decide(now int64, req *AllowRequest, reserve bool) (*call, erro
 			}
 			over := false
 			if h.cap.HardTrailing {
-				over = !h.cur.LessThan(h.cap.Value)
+				over = !h.cur.Add(h.held).LessThan(h.cap.Value)
 			} else {
-				over = h.cur.Add(h.amount).GreaterThan(h.cap.Value)
+				over = h.cur.Add(h.held).Add(h.amount).GreaterThan(h.cap.Value)
 			}
 			if over {
 				c.denied = e.denyCap(c, h)
@@ -382,13 +390,20 @@ func (e *Engine) decide(now int64, req *AllowRequest, reserve bool) (*call, erro
 
 // heldAt sums a meter's unexpired holds.
 func heldAt(m *Meter, now int64) decimal.Decimal {
-	sum := decimal.Zero
+	v, _ := holdsAt(m, now)
+	return v
+}
+
+// holdsAt sums a meter's unexpired holds: their units and their overhead.
+func holdsAt(m *Meter, now int64) (decimal.Decimal, decimal.Decimal) {
+	units, overhead := decimal.Zero, decimal.Zero
 	for i := range m.Holds {
 		if m.Holds[i].Expires > now {
-			sum = sum.Add(m.Holds[i].Value)
+			units = units.Add(m.Holds[i].Value)
+			overhead = overhead.Add(m.Holds[i].Overhead)
 		}
 	}
-	return sum
+	return units, overhead
 }
 
 // overheadFor is the call's provider cost in runes: the caller's actual cost, else
@@ -422,6 +437,7 @@ func (e *Engine) collectCaps(now int64, c *call) error {
 		if !ok {
 			return
 		}
+		held := e.capHeld(c, cp)
 		cur := cp.MeterValue
 		_, _, reset := cp.Period.Advance(cp.Started, now)
 		if reset {
@@ -430,7 +446,7 @@ func (e *Engine) collectCaps(now int64, c *call) error {
 		if c.caps == nil {
 			c.caps = c.capBuf[:0]
 		}
-		c.caps = append(c.caps, capHit{cap: cp, holder: holder, amount: amt, cur: cur, reset: reset})
+		c.caps = append(c.caps, capHit{cap: cp, holder: holder, amount: amt, cur: cur, held: held, reset: reset})
 	}
 	for _, cp := range c.caller.Caps {
 		add(cp, c.caller)
@@ -467,47 +483,110 @@ func contains(list []string, s string) bool {
 }
 
 // capAmount is what the call adds to a cap, in the cap's credit, and whether the cap
-// applies to the call's credit at all.
+// applies to the call's credit at all. Units inside the plan limit are worth the
+// credit's first rate; billable units are priced at the meter's position.
 func (e *Engine) capAmount(c *call, cp *Cap) (decimal.Decimal, bool) {
 	if !cp.Exchangeable && !cp.OverheadCost && cp.Credit != c.limit.Credit {
 		return decimal.Zero, false
 	}
 	if !c.value.IsPositive() {
-		if !cp.FollowDecrements || c.value.IsZero() {
-			return decimal.Zero, true
+		switch {
+		case c.value.IsZero() && cp.OverheadCost && c.overhead.IsPositive():
+			// Overhead recorded with no units (a settle of 0) still costs.
+			return e.capWorth(c, cp, decimal.Zero, decimal.Zero, decimal.Zero, c.overhead)
+		case c.value.IsNegative() && cp.FollowDecrements && !cp.OverheadCost:
+			if cp.Credit == c.limit.Credit {
+				return c.value, true
+			}
+			v, err := e.policy.Convert(c.value, c.limit.Credit, cp.Credit)
+			return v, err == nil
 		}
-		amt, ok := e.capConvert(c, cp, c.value, c.overhead)
-		return amt, ok
-	}
-	base := c.value
-	if cp.OverageOnly {
-		base = c.overage
-	}
-	if cp.IgnoreGrants {
-		base = base.Sub(c.cover)
-	}
-	if !base.IsPositive() {
-		// Still check convertibility so a cap that cannot apply is not listed.
-		_, ok := e.capConvert(c, cp, decimal.Zero, decimal.Zero)
+		_, ok := e.capWorth(c, cp, decimal.Zero, decimal.Zero, decimal.Zero, decimal.Zero)
 		return decimal.Zero, ok
 	}
-	overhead := c.overhead
-	if cp.OverheadCost && !base.Equal(c.value) {
-		overhead = div(c.overhead.Mul(base), c.value)
+	inc, bill, off := c.value.Sub(c.overage), c.overage, c.offset
+	if cp.IgnoreGrants {
+		bill, off = bill.Sub(c.cover), off.Add(c.cover)
 	}
-	return e.capConvert(c, cp, base, overhead)
+	if cp.OverageOnly {
+		inc = decimal.Zero
+	}
+	overhead := c.overhead
+	if cp.OverheadCost {
+		if base := inc.Add(bill); !base.Equal(c.value) {
+			overhead = div(c.overhead.Mul(base), c.value)
+		}
+	}
+	return e.capWorth(c, cp, inc, bill, off, overhead)
 }
 
-func (e *Engine) capConvert(c *call, cp *Cap, units, overhead decimal.Decimal) (decimal.Decimal, bool) {
+// capHeld is what the meter's unexpired holds would add to a cap: holds count against
+// caps too, so concurrent reservations cannot overspend a cap together.
+func (e *Engine) capHeld(c *call, cp *Cap) decimal.Decimal {
+	if !c.held.IsPositive() && !c.heldOverhead.IsPositive() {
+		return decimal.Zero
+	}
+	bill := c.old.Add(c.held).Sub(maxDec(c.old, c.limVal))
+	if bill.IsNegative() || c.limit.Mode == ModeObserve {
+		bill = decimal.Zero
+	}
+	inc := c.held.Sub(bill)
+	if cp.OverageOnly {
+		inc = decimal.Zero
+	}
+	overhead := c.heldOverhead
+	if cp.OverheadCost && cp.OverageOnly && c.held.IsPositive() {
+		overhead = div(c.heldOverhead.Mul(bill), c.held)
+	}
+	v, _ := e.capWorth(c, cp, inc, bill, c.offset, overhead)
+	return v
+}
+
+// capWorth converts included and billable units (or the overhead, for overhead caps)
+// into the cap's credit.
+func (e *Engine) capWorth(c *call, cp *Cap, inc, bill, off, overhead decimal.Decimal) (decimal.Decimal, bool) {
 	if cp.OverheadCost {
 		v, err := e.policy.Convert(overhead, Rune, cp.Credit)
 		return v, err == nil
 	}
+	units := inc.Add(bill)
 	if cp.Credit == c.limit.Credit {
 		return units, true
 	}
+	if e.policy.positionalCredit(c.limit.Credit) != nil {
+		r, err := e.policy.runeRate(cp.Credit)
+		if err != nil || r.IsZero() {
+			return decimal.Zero, false
+		}
+		runes := c.credit.Worth(inc, bill, off)
+		if r.Equal(one) {
+			return runes, true
+		}
+		return div(runes, r), true
+	}
 	v, err := e.policy.Convert(units, c.limit.Credit, cp.Credit)
 	return v, err == nil
+}
+
+// priceDiff is what the call's billable units are worth at the meter's position, in
+// runes: zero inside the limit, negative for a decrement that takes billable usage
+// back. Nil for unpriced credits.
+func (c *call) priceDiff() *decimal.Decimal {
+	if c.credit == nil || !c.credit.Priced() {
+		return nil
+	}
+	switch {
+	case c.value.IsPositive():
+		bill := c.newVal.Sub(maxDec(c.old, c.limVal))
+		return decPtr(c.credit.PriceOf(bill, c.offset))
+	case c.value.IsNegative():
+		after := maxDec(decimal.Zero, c.newVal.Sub(c.limVal))
+		refund := c.offset.Sub(after)
+		if refund.IsPositive() {
+			return decPtr(c.credit.PriceOf(refund, after).Neg())
+		}
+	}
+	return decPtr(decimal.Zero)
 }
 
 func (c *call) resetsAt() int64 {
@@ -525,7 +604,7 @@ func (c *call) remainingAfter(e *Engine, now int64) *decimal.Decimal {
 	}
 	lval := c.limVal
 	if c.limit.GrantsApply {
-		avail := e.grantsAvailable(c.owner, c.limit.Credit, now).Sub(c.cover)
+		avail := e.grantsAvailable(c.owner, c.limit.Credit, now, c.offset).Sub(c.cover)
 		if avail.IsPositive() {
 			lval = maxDec(c.newVal, lval).Add(avail)
 		}
@@ -540,7 +619,7 @@ func (c *call) remainingBefore(e *Engine, now int64) *decimal.Decimal {
 	}
 	lval := c.limVal
 	if c.limit.GrantsApply {
-		if avail := e.grantsAvailable(c.owner, c.limit.Credit, now); avail.IsPositive() {
+		if avail := e.grantsAvailable(c.owner, c.limit.Credit, now, c.offset); avail.IsPositive() {
 			lval = maxDec(c.old, lval).Add(avail)
 		}
 	}
@@ -570,6 +649,7 @@ func (e *Engine) denyCap(c *call, h *capHit) *Decision {
 		snap.MeterValue = h.cur
 		snap.Requested = decPtr(h.amount)
 		ev.Cap = snap
+		ev.PriceDiff = c.priceDiff()
 		d.Events = []Event{ev}
 	}
 	return d
@@ -594,6 +674,7 @@ func (e *Engine) denyLimit(now int64, c *call) *Decision {
 		ev.Meter = &MeterSnapshot{Old: c.old, Value: c.old, Limit: c.limVal, Diff: c.value, Overhead: c.meterOverhead(), OverheadDiff: c.overhead, Invalid: &inv}
 		ev.InvalidValue = decPtr(inv)
 		ev.Overage = decPtr(c.overage)
+		ev.PriceDiff = c.priceDiff()
 		d.Events = []Event{ev}
 	}
 	return d
@@ -651,7 +732,7 @@ func (e *Engine) commit(now int64, c *call) Decision {
 		pruneHolds(m, now)
 	}
 	if c.cover.IsPositive() {
-		e.drawGrants(owner, c.limit.Credit, c.cover, now)
+		e.drawGrants(owner, c.limit.Credit, c.cover, c.offset, now)
 	}
 
 	d := Decision{Allowed: true, ResetsAt: c.resetsAt()}
@@ -691,7 +772,7 @@ func (e *Engine) commit(now int64, c *call) Decision {
 			}
 			d.Events = append(d.Events, ev)
 		}
-		if emit && h.holder != c.caller && h.holder != c.owner {
+		if emit && h.holder != c.owner {
 			d.Events = append(d.Events, Event{Type: EventCustomerSet, Customer: h.holder.ID})
 		}
 	}
@@ -705,7 +786,7 @@ func (c *call) remainingAfterCommit(e *Engine, now int64) *decimal.Decimal {
 	}
 	lval := c.limVal
 	if c.limit.GrantsApply {
-		if avail := e.grantsAvailable(c.owner, c.limit.Credit, now); avail.IsPositive() {
+		if avail := e.grantsAvailable(c.owner, c.limit.Credit, now, maxDec(decimal.Zero, c.newVal.Sub(c.limVal))); avail.IsPositive() {
 			lval = maxDec(c.newVal, lval).Add(avail)
 		}
 	}
@@ -721,12 +802,11 @@ func (c *call) meterEvent(typ string, oldOverhead decimal.Decimal, m *Meter) Eve
 		return ev
 	}
 	uncovered := c.overage.Sub(c.cover)
+	ev.PriceDiff = c.priceDiff()
 	if c.overage.IsPositive() {
 		ev.Overage = decPtr(uncovered)
 		if c.credit.Priced() {
-			offset := maxDec(decimal.Zero, c.old.Sub(c.limVal))
-			ev.PriceDiff = decPtr(c.credit.PriceOf(c.overage, offset))
-			ev.OveragePrice = decPtr(c.credit.PriceOf(uncovered, offset.Add(c.cover)))
+			ev.OveragePrice = decPtr(c.credit.PriceOf(uncovered, c.offset.Add(c.cover)))
 		}
 	}
 	if c.cover.IsPositive() {
@@ -737,8 +817,8 @@ func (c *call) meterEvent(typ string, oldOverhead decimal.Decimal, m *Meter) Eve
 
 // oldForEvent is the meter value before the call (before the reset, on a reset).
 func (c *call) oldForEvent() decimal.Decimal {
-	if c.reset && c.meter != nil {
-		return c.meter.Value
+	if c.reset {
+		return c.prevValue
 	}
 	return c.old
 }

@@ -132,7 +132,9 @@ func (p *Policy) knownCurrency(name string) bool {
 }
 
 // PriceOf prices quantity billable units bought after offset billable units this
-// period, in runes, by the credit's pricing model. Unpriced credits cost zero.
+// period, in runes, by the credit's pricing model: the marginal price at the
+// customer's position. Unpriced credits cost zero. The marginal price can be negative
+// (entering a cheaper volume band reprices everything); events report it as is.
 func (c *Credit) PriceOf(quantity, offset decimal.Decimal) decimal.Decimal {
 	if !quantity.IsPositive() {
 		return decimal.Zero
@@ -140,21 +142,147 @@ func (c *Credit) PriceOf(quantity, offset decimal.Decimal) decimal.Decimal {
 	if offset.IsNegative() {
 		offset = decimal.Zero
 	}
+	var p decimal.Decimal
 	switch c.PricingModel {
 	case PricingTiered:
 		// Graduated: each band prices its own slice.
-		return c.tieredTotal(offset.Add(quantity)).Sub(c.tieredTotal(offset))
+		p = c.tieredTotal(offset.Add(quantity)).Sub(c.tieredTotal(offset))
 	case PricingVolume:
 		// The band the running total falls in prices every unit.
-		return c.volumeTotal(offset.Add(quantity)).Sub(c.volumeTotal(offset))
+		p = c.volumeTotal(offset.Add(quantity)).Sub(c.volumeTotal(offset))
 	case PricingStairstep:
-		return c.stairTotal(offset.Add(quantity)).Sub(c.stairTotal(offset))
+		// A band's fee is paid once, on entering it.
+		p = c.stairTotal(offset.Add(quantity)).Sub(c.stairTotal(offset))
 	default:
 		if c.Price == nil {
 			return decimal.Zero
 		}
 		return quantity.Mul(c.Price.Amount)
 	}
+	return p
+}
+
+// positional reports whether the credit's worth depends on the customer's position
+// (tiered, volume, stairstep) rather than a flat rate.
+func (c *Credit) positional() bool {
+	return len(c.Tiers) > 0 && c.PricingModel != PricingFlat
+}
+
+// includedRate prices units inside the plan limit: the first band's rate (stairstep
+// fees apply to billable units only).
+func (c *Credit) includedRate() decimal.Decimal {
+	if c.PricingModel == PricingStairstep {
+		return decimal.Zero
+	}
+	r, _ := c.unitPrice()
+	return r
+}
+
+// Worth is what included units (inside the limit) plus billable units bought at
+// offset are worth, in runes.
+// A negative marginal price never lowers a cap: it counts as zero.
+func (c *Credit) Worth(included, billable, offset decimal.Decimal) decimal.Decimal {
+	w := maxDec(decimal.Zero, c.PriceOf(billable, offset))
+	if included.IsPositive() {
+		w = w.Add(included.Mul(c.includedRate()))
+	}
+	return w
+}
+
+// QuantityFor is how many billable units runes buy from offset: the inverse of PriceOf
+// for tiered and flat pricing; volume uses the band at offset; stairstep buys none.
+func (c *Credit) QuantityFor(runes, offset decimal.Decimal) decimal.Decimal {
+	if !runes.IsPositive() {
+		return decimal.Zero
+	}
+	switch c.PricingModel {
+	case PricingTiered:
+		q := decimal.Zero
+		pos := offset
+		for _, t := range c.Tiers {
+			if t.UpTo != nil && !pos.LessThan(*t.UpTo) {
+				continue
+			}
+			rate := t.Price.Amount
+			if !rate.IsPositive() {
+				if t.UpTo == nil {
+					return q // free open band: unbounded; report what money bought before it
+				}
+				q = q.Add(t.UpTo.Sub(pos))
+				pos = *t.UpTo
+				continue
+			}
+			if t.UpTo == nil {
+				return q.Add(div(runes, rate))
+			}
+			room := t.UpTo.Sub(pos)
+			cost := room.Mul(rate)
+			if !cost.LessThan(runes) {
+				return q.Add(div(runes, rate))
+			}
+			runes = runes.Sub(cost)
+			q = q.Add(room)
+			pos = *t.UpTo
+		}
+		return q
+	case PricingVolume:
+		if b := c.band(offset.Add(one)); b != nil && b.Price.Amount.IsPositive() {
+			return div(runes, b.Price.Amount)
+		}
+		return decimal.Zero
+	case PricingStairstep:
+		return decimal.Zero
+	default:
+		if c.Price == nil || !c.Price.Amount.IsPositive() {
+			return decimal.Zero
+		}
+		return div(runes, c.Price.Amount)
+	}
+}
+
+// positionalCredit returns the credit when conversions into or out of it depend on
+// the customer's position (a tiered credit with no exchange pair of its own).
+func (p *Policy) positionalCredit(name string) *Credit {
+	if _, isPair := p.Exchange.Pairs[name]; isPair {
+		return nil
+	}
+	if c := p.Credits[name]; c != nil && c.positional() {
+		return c
+	}
+	return nil
+}
+
+// unitsFrom converts an amount of `from` into units of credit `to` bought at offset.
+func (p *Policy) unitsFrom(amount decimal.Decimal, from, to string, offset decimal.Decimal) (decimal.Decimal, error) {
+	if from == to {
+		return amount, nil
+	}
+	if c := p.positionalCredit(to); c != nil {
+		r, err := p.runeRate(from)
+		if err != nil {
+			return decimal.Zero, err
+		}
+		return c.QuantityFor(amount.Mul(r), offset), nil
+	}
+	return p.Convert(amount, from, to)
+}
+
+// amountFor converts units of credit `from` bought at offset into an amount of `to`.
+func (p *Policy) amountFor(units decimal.Decimal, from, to string, offset decimal.Decimal) (decimal.Decimal, error) {
+	if from == to {
+		return units, nil
+	}
+	if c := p.positionalCredit(from); c != nil {
+		r, err := p.runeRate(to)
+		if err != nil {
+			return decimal.Zero, err
+		}
+		if r.IsZero() {
+			return decimal.Zero, fmt.Errorf("%w: %q is worth zero runes", errNoPath, to)
+		}
+		return div(c.PriceOf(units, offset), r), nil
+	}
+	return p.Convert(units, from, to)
 }
 
 func (c *Credit) tieredTotal(n decimal.Decimal) decimal.Decimal {

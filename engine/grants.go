@@ -65,16 +65,17 @@ func (g *Grant) settle(now int64) {
 }
 
 // grantsAvailable is the balance of every unexpired grant usable for credit,
-// converted into that credit.
-func (e *Engine) grantsAvailable(c *Customer, credit string, now int64) decimal.Decimal {
+// converted into that credit, in draw order. For a tiered credit, grant money buys
+// units from the customer's billable position (offset) on.
+func (e *Engine) grantsAvailable(c *Customer, credit string, now int64, offset decimal.Decimal) decimal.Decimal {
+	if len(c.Grants) == 0 {
+		return decimal.Zero
+	}
 	sum := decimal.Zero
-	for _, g := range c.Grants {
+	for _, g := range e.grantOrder(c, credit, now) {
 		v := grantValueAt(g, now)
-		if !v.IsPositive() {
-			continue
-		}
 		if g.Credit != credit {
-			conv, err := e.policy.Convert(v, g.Credit, credit)
+			conv, err := e.policy.unitsFrom(v, g.Credit, credit, offset.Add(sum))
 			if err != nil {
 				continue
 			}
@@ -129,8 +130,9 @@ func (e *Engine) grantOrder(c *Customer, credit string, now int64) []*Grant {
 	return gs
 }
 
-// drawGrants takes amount (in credit units) from the customer's grants in draw order.
-func (e *Engine) drawGrants(c *Customer, credit string, amount decimal.Decimal, now int64) {
+// drawGrants takes amount (in credit units, bought from billable position offset)
+// from the customer's grants in draw order.
+func (e *Engine) drawGrants(c *Customer, credit string, amount, offset decimal.Decimal, now int64) {
 	for _, g := range e.grantOrder(c, credit, now) {
 		if !amount.IsPositive() {
 			return
@@ -138,7 +140,7 @@ func (e *Engine) drawGrants(c *Customer, credit string, amount decimal.Decimal, 
 		g.settle(now)
 		avail := g.Value
 		if g.Credit != credit {
-			conv, err := e.policy.Convert(avail, g.Credit, credit)
+			conv, err := e.policy.unitsFrom(avail, g.Credit, credit, offset)
 			if err != nil {
 				continue
 			}
@@ -147,11 +149,12 @@ func (e *Engine) drawGrants(c *Customer, credit string, amount decimal.Decimal, 
 		if !avail.GreaterThan(amount) {
 			g.Value = decimal.Zero
 			amount = amount.Sub(avail)
+			offset = offset.Add(avail)
 			continue
 		}
 		take := amount
 		if g.Credit != credit {
-			conv, err := e.policy.Convert(amount, credit, g.Credit)
+			conv, err := e.policy.amountFor(amount, credit, g.Credit, offset)
 			if err != nil {
 				continue
 			}
@@ -171,7 +174,7 @@ func (e *Engine) CreditRemaining(now int64, customer, credit string) (decimal.De
 	if !e.policy.knownCurrency(credit) {
 		return decimal.Zero, inputErr("credit", "unknown credit or currency %q", credit)
 	}
-	return e.grantsAvailable(c, credit, now), nil
+	return e.grantsAvailable(c, credit, now, decimal.Zero), nil
 }
 
 // ApplyTopup grants a plan topup to a customer (after the customer paid for it).

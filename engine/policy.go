@@ -229,9 +229,18 @@ func DecodePolicy(root *Object) (*Policy, error) {
 			return nil, &ValidationError{Problems: []string{"policy: must be an object"}}
 		}
 		obj = o
-	} else if _, hasCredits := root.Get("credits"); !hasCredits {
-		if _, hasPlans := root.Get("plans"); !hasPlans {
-			return nil, &ValidationError{Problems: []string{"policy: document has no `policy` object (nor top-level credits/plans)"}}
+	} else if !looksLikePolicy(root) {
+		// Limitr's api.get(): root.policy, else the first root field that is a policy
+		// (`Limitr TestCapPolicy: {...}`).
+		obj = nil
+		for _, k := range root.Keys {
+			if o, ok := root.Fields[k].(*Object); ok && looksLikePolicy(o) {
+				obj = o
+				break
+			}
+		}
+		if obj == nil {
+			return nil, &ValidationError{Problems: []string{"policy: document has no `policy` object (nor a root object with credits or plans)"}}
 		}
 	}
 	p := d.policy(obj)
@@ -241,6 +250,12 @@ func DecodePolicy(root *Object) (*Policy, error) {
 	p.computeRuneRates()
 	p.Warnings = d.warnings
 	return p, nil
+}
+
+func looksLikePolicy(o *Object) bool {
+	_, credits := o.Get("credits")
+	_, plans := o.Get("plans")
+	return credits || plans
 }
 
 type decoder struct {
@@ -572,6 +587,11 @@ func (d *decoder) credit(path, name string, o *Object) *Credit {
 		PricingModel: d.str(path, o, "pricing_model", PricingFlat),
 		StofUnits:    d.str(path, o, "stof_units", "float"),
 		OverheadExpr: d.str(path, o, "overhead_expr", ""),
+	}
+	if c.StofUnits == "int" {
+		// Limitr's 'int' keeps whole numbers with no unit conversion; amounts here are
+		// exact decimals either way.
+		c.StofUnits = "float"
 	}
 	if c.StofUnits != "float" {
 		if _, err := ConvertUnits(Number{Value: decimal.NewFromInt(1), Unit: c.StofUnits}, c.StofUnits); err != nil {

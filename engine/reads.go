@@ -41,8 +41,8 @@ func (e *Engine) Reserve(now int64, req ReserveRequest) (Decision, error) {
 			}
 		}
 	}
-	if req.Value.IsNegative() {
-		return Decision{}, inputErr("value", "a reservation must be >= 0")
+	if !req.Value.IsPositive() && !req.Omitted {
+		return Decision{}, inputErr("value", "a reservation must be > 0")
 	}
 	areq := req.AllowRequest
 	areq.Force = false
@@ -211,7 +211,7 @@ func (e *Engine) Read(now int64, customer, entitlement string) Usage {
 	u.Started = start
 	u.ResetsAt = lim.Period.NextReset(start)
 	if lim.GrantsApply {
-		u.Grants = e.grantsAvailable(owner, lim.Credit, now)
+		u.Grants = e.grantsAvailable(owner, lim.Credit, now, maxDec(decimal.Zero, u.Value.Sub(lim.Value)))
 	}
 	if lim.Mode == ModeObserve {
 		return u
