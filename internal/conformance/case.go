@@ -64,6 +64,12 @@ var (
 var verbs = map[string]verbSpec{
 	"create_customer":   {"*id", "plan", "type", "label", "refs", "alts", "metadata"},
 	"delete_customer":   {"*id"},
+	"set_alt_id":        {"*id", "*alt"},
+	"delete_alt_id":     {"*alt"},
+	"set_refs":          {"*id", "refs"},
+	"estimate":          {"*customer", "*entitlement", "segment", "basis", "quantile"},
+	"margin":            {"*customer"},
+	"rate":              readArgs,
 	"set_customer_plan": {"*id", "*plan", "overwrite_meters"},
 
 	"allow":     allowArgs,
@@ -71,8 +77,8 @@ var verbs = map[string]verbSpec{
 	"increment": stepArgs,
 	"decrement": stepArgs,
 
-	"reserve": {"*customer", "*entitlement", "value", "unit", "event", "overhead", "caps", "ttl", "as"},
-	"settle":  {"*customer", "*entitlement", "*hold", "*value", "unit", "event", "overhead", "caps"},
+	"reserve": {"*customer", "*entitlement", "value", "unit", "event", "overhead", "caps", "ttl", "as", "segment", "basis", "quantile"},
+	"settle":  {"*customer", "*entitlement", "*hold", "*value", "unit", "event", "overhead", "caps", "segment", "basis"},
 	"release": {"*customer", "*entitlement", "*hold"},
 	"held":    readArgs,
 
@@ -112,7 +118,8 @@ var expectKeys = map[string]bool{
 	"allowed": true, "reason": true, "cap_id": true, "events": true, "event": true,
 	"value": true, "remaining": true, "limit": true, "allowance": true, "held": true, "meter_value": true,
 	"resets": true, "released": true, "removed": true, "hold": true, "hold_id": true, "grant_id": true,
-	"error": true,
+	"error": true, "samples": true, "source": true, "overhead": true, "revenue": true, "cost": true,
+	"margin": true, "rate": true, "projected_exhaustion": true, "customer": true,
 }
 
 var topKeys = map[string]bool{"name": true, "about": true, "policy": true, "format": true, "steps": true}

@@ -108,6 +108,9 @@ func (t *engineTarget) do(now int64, verb string, a *argReader) (Result, error) 
 	case "reserve":
 		_, given := a.args["value"]
 		req := engine.ReserveRequest{AllowRequest: a.allowRequest(), Omitted: !given, TTL: a.duration("ttl")}
+		if q := a.optDec("quantile"); q != nil {
+			req.Quantile = *q
+		}
 		if a.err != nil {
 			return nil, nil
 		}
@@ -138,7 +141,50 @@ func (t *engineTarget) do(now int64, verb string, a *argReader) (Result, error) 
 		}
 		return Result{"released": ok}, nil
 
-	case "held", "value", "remaining", "limit", "allowance", "resets":
+	case "set_alt_id":
+		evs, err := e.SetAltID(a.str("id"), a.str("alt"))
+		if err != nil {
+			return nil, err
+		}
+		return eventsResult(evs), nil
+
+	case "delete_alt_id":
+		evs, err := e.DeleteAltID(a.str("alt"))
+		if err != nil {
+			return nil, err
+		}
+		return eventsResult(evs), nil
+
+	case "set_refs":
+		evs, err := e.SetCustomerRefs(a.str("id"), a.strs("refs"))
+		if err != nil {
+			return nil, err
+		}
+		return eventsResult(evs), nil
+
+	case "estimate":
+		var q decimal.Decimal
+		if p := a.optDec("quantile"); p != nil {
+			q = *p
+		}
+		est, err := e.EstimateUsage(a.str("customer"), a.str("entitlement"), a.str("segment"), a.optDec("basis"), q)
+		if err != nil {
+			return nil, err
+		}
+		if est == nil {
+			return Result{"value": nil, "overhead": nil, "samples": "0", "source": ""}, nil
+		}
+		return Result{"value": est.Value.String(), "overhead": est.Overhead.String(),
+			"samples": fmt.Sprint(est.Samples), "source": est.Source}, nil
+
+	case "margin":
+		m, err := e.MarginBreakdown(now, a.str("customer"))
+		if err != nil {
+			return nil, err
+		}
+		return Result{"revenue": m.Revenue.String(), "cost": m.Cost.String(), "margin": decOrNil(m.MarginPct)}, nil
+
+	case "held", "value", "remaining", "limit", "allowance", "resets", "rate":
 		return usageResult(e.Read(now, a.str("customer"), a.str("entitlement"))), nil
 
 	case "add_cap":
@@ -296,13 +342,16 @@ func usageResult(u engine.Usage) Result {
 			"held": nil, "resets": nil}
 	}
 	return Result{
-		"reason":    "",
-		"value":     u.Value.String(),
-		"remaining": decOrNil(u.Remaining),
-		"limit":     decOrNil(u.Limit),
-		"allowance": decOrNil(u.Allowance),
-		"held":      u.Held.String(),
-		"resets":    timeOrNil(u.ResetsAt),
+		"reason":               "",
+		"value":                u.Value.String(),
+		"remaining":            decOrNil(u.Remaining),
+		"limit":                decOrNil(u.Limit),
+		"allowance":            decOrNil(u.Allowance),
+		"held":                 u.Held.String(),
+		"resets":               timeOrNil(u.ResetsAt),
+		"rate":                 u.Rate.String(),
+		"projected_exhaustion": timeOrNil(u.ProjectedExhaustion),
+		"overhead":             u.Overhead.String(),
 	}
 }
 
@@ -565,6 +614,7 @@ func (a *argReader) allowRequest() engine.AllowRequest {
 	req := engine.AllowRequest{
 		Customer: a.str("customer"), Entitlement: a.str("entitlement"), Value: a.dec("value"),
 		Unit: a.str("unit"), Overhead: a.optDec("overhead"), Force: a.boolean("force"),
+		Segment: a.str("segment"), Basis: a.optDec("basis"),
 	}
 	switch ev := a.args["event"].(type) {
 	case nil:

@@ -271,7 +271,8 @@ func firstDiff(a, b []byte) string {
 
 var (
 	boolKeys    = map[string]bool{"allowed": true, "released": true, "removed": true, "hold": true}
-	decimalKeys = map[string]bool{"value": true, "remaining": true, "limit": true, "allowance": true, "held": true, "meter_value": true}
+	decimalKeys = map[string]bool{"value": true, "remaining": true, "limit": true, "allowance": true, "held": true,
+		"meter_value": true, "overhead": true, "revenue": true, "cost": true, "margin": true, "rate": true}
 )
 
 // compareKey checks one expectation against a result; msg says "want X, got Y".
@@ -285,7 +286,7 @@ func compareKey(key string, want any, r Result) (string, bool) {
 		return compareEvents(want, got)
 	case key == "event":
 		return compareEventFields(want, got)
-	case key == "resets":
+	case key == "resets" || key == "projected_exhaustion":
 		return compareTime(want, got)
 	case decimalKeys[key]:
 		return compareDecimal(want, got)
