@@ -95,8 +95,13 @@ type Listener struct {
 }
 
 // NewListener wraps inner for the node local. resolve may be nil. A nil
-// rules returns inner's connections unchanged.
+// rules means no faults, but the listener still strips the preamble, so a
+// node with faults off keeps talking to peers that have them on: keep the
+// node-to-node port wrapped always and switch faults with the Dialer's Rules.
 func NewListener(inner net.Listener, rules *Rules, local Endpoint, resolve Resolver) *Listener {
+	if rules == nil {
+		rules = NewRules()
+	}
 	return &Listener{Listener: inner, rules: rules, local: local, resolve: resolve}
 }
 
@@ -104,8 +109,8 @@ func NewListener(inner net.Listener, rules *Rules, local Endpoint, resolve Resol
 // peer cannot hold up the accept loop.
 func (l *Listener) Accept() (net.Conn, error) {
 	under, err := l.Listener.Accept()
-	if err != nil || l.rules == nil {
-		return under, err
+	if err != nil {
+		return nil, err
 	}
 	c := newConn(under, l.rules, l.local)
 	c.reader = bufio.NewReader(under)
