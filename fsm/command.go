@@ -102,6 +102,7 @@ type Result struct {
 	Released      bool             // release, remove override
 	Cap           *engine.Cap      // add cap
 	Grant         *engine.Grant    // grant, apply topup
+	Limit         *engine.Limit    // create override: the customer's new limit
 	Events        []engine.Event   // for non-decision operations (decisions carry their own)
 	Err           *Error
 	Duplicate     bool // answered from the idempotency table

@@ -1,0 +1,151 @@
+package fsm
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/capstanhq/capstan/snapshot"
+)
+
+// Snapshot consistency: Snapshot runs on raft's FSM goroutine, so no Apply runs
+// while it does, and it captures the state by encoding every customer
+// (engine.EncodeCustomer) under the read lock, plus a copy of the dedupe FIFO's
+// entry pointers (entries are immutable). Persist then streams those bytes to the
+// sink while Apply continues on the live engine.
+//
+// Cost: Apply on this shard waits for the capture, which is one JSON encoding per
+// customer (about 1µs per KB of state; BenchmarkSnapshotWrite100k measures it), and
+// the captured encodings are held in memory until Persist finishes: one extra copy
+// of the shard's encoded state, once. The alternative, a copy-on-write engine,
+// would need per-customer versioning inside the engine; with shards of tens of
+// thousands of customers the capture stays in the tens of milliseconds.
+
+type capture struct {
+	hdr    snapshot.Header
+	ids    []string
+	encs   [][]byte
+	dedupe []*dedupeEntry
+}
+
+// captureLocked encodes the state. Callers hold f.mu (read or write). withPosition
+// records shard, index and term (a snapshot); without them the bytes are the
+// canonical state that StateHash hashes.
+func (f *FSM) captureLocked(withPosition bool) (*capture, error) {
+	ids := f.eng.CustomerIDs()
+	c := &capture{ids: ids, encs: make([][]byte, len(ids)), dedupe: f.dedupe.entries()}
+	for i, id := range ids {
+		enc, err := f.eng.EncodeCustomer(id)
+		if err != nil {
+			return nil, fmt.Errorf("encode customer %q: %w", id, err)
+		}
+		c.encs[i] = enc
+	}
+	c.hdr = snapshot.Header{
+		PolicyVersion: f.policyVersion, PolicyFormat: f.policyFormat, PolicyText: f.policyText,
+		Clock: f.clock, Customers: uint64(len(ids)), Dedupe: uint64(len(c.dedupe)),
+	}
+	if withPosition {
+		c.hdr.Shard, c.hdr.Index, c.hdr.Term = uint64(f.opts.Shard), f.index, f.term
+	}
+	return c, nil
+}
+
+func (c *capture) writeBody(w *snapshot.Writer) error {
+	for i, id := range c.ids {
+		if err := w.Customer(id, c.encs[i]); err != nil {
+			return err
+		}
+	}
+	for _, e := range c.dedupe {
+		if err := w.DedupeEntry(snapshot.DedupeEntry{RequestID: e.id, Fingerprint: e.fp, AppliedAt: e.at, Result: e.result}); err != nil {
+			return err
+		}
+	}
+	return w.Close()
+}
+
+// Snapshot captures the state for raft (see the comment above on consistency).
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	start := time.Now()
+	f.mu.RLock()
+	c, err := f.captureLocked(true)
+	f.mu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("fsm: snapshot of shard %d: %w", f.opts.Shard, err)
+	}
+	f.logger.Debug("snapshot captured", "index", c.hdr.Index, "customers", len(c.ids),
+		"dedupe", len(c.dedupe), "took", time.Since(start))
+	return &fsmSnapshot{c: c, f: f}, nil
+}
+
+type fsmSnapshot struct {
+	c *capture
+	f *FSM
+}
+
+// Persist streams the captured state to the sink, cancelling it on any error.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	err := s.write(sink)
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("fsm: persist snapshot of shard %d: %w", s.f.opts.Shard, err)
+	}
+	return sink.Close()
+}
+
+// write writes the snapshot to w (Persist without a sink).
+func (s *fsmSnapshot) write(w io.Writer) error {
+	sw, err := snapshot.NewWriter(w, s.c.hdr)
+	if err != nil {
+		return err
+	}
+	return s.c.writeBody(sw)
+}
+
+// Release drops the captured encodings.
+func (s *fsmSnapshot) Release() { s.c = nil }
+
+// Restore replaces the whole state with a snapshot's. The snapshot is read and
+// validated into a fresh engine first; only then is it swapped in, so a corrupt or
+// truncated snapshot returns an error and leaves the current state untouched.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	start := time.Now()
+	st, err := snapshot.Restore(rc)
+	if err != nil {
+		return fmt.Errorf("fsm: restore shard %d: %w", f.opts.Shard, err)
+	}
+	if st.Header.Shard != uint64(f.opts.Shard) {
+		return fmt.Errorf("fsm: restore shard %d: the snapshot is of shard %d", f.opts.Shard, st.Header.Shard)
+	}
+	dd := newDedupeTable(f.opts.DedupeWindow, f.opts.DedupeMaxEntries, f.opts.DedupeMaxBytes)
+	dd.restore(st.Dedupe)
+
+	f.mu.Lock()
+	f.eng = st.Engine
+	f.policyText, f.policyFormat, f.policyVersion = st.Header.PolicyText, st.Header.PolicyFormat, st.Header.PolicyVersion
+	f.clock = st.Header.Clock
+	f.index, f.term = st.Header.Index, st.Header.Term
+	f.dedupe = dd
+	f.gen++
+	f.mu.Unlock()
+
+	f.logger.Info("snapshot restored", "index", st.Header.Index, "term", st.Header.Term,
+		"policy_version", st.Header.PolicyVersion, "customers", st.Engine.Len(),
+		"dedupe", len(st.Dedupe), "took", time.Since(start))
+	return nil
+}
+
+// WriteSnapshot captures the current state and writes it to w, as raft would.
+// For tests, benchmarks and offline tools.
+func (f *FSM) WriteSnapshot(w io.Writer) error {
+	s, err := f.Snapshot()
+	if err != nil {
+		return err
+	}
+	defer s.Release()
+	return s.(*fsmSnapshot).write(w)
+}
