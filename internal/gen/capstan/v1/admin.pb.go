@@ -67,6 +67,8 @@ type StatusResponse struct {
 	Version       string         `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	PolicyVersion uint64         `protobuf:"varint,4,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	Shards        []*ShardStatus `protobuf:"bytes,5,rep,name=shards,proto3" json:"shards,omitempty"`
+	// raft_address is this node's node-to-node address.
+	RaftAddress   string `protobuf:"bytes,6,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -136,6 +138,13 @@ func (x *StatusResponse) GetShards() []*ShardStatus {
 	return nil
 }
 
+func (x *StatusResponse) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
 // ShardStatus is one raft group.
 type ShardStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -147,10 +156,16 @@ type ShardStatus struct {
 	// state is this node's raft state (Leader, Follower, Candidate).
 	State        string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	AppliedIndex uint64 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	// state_hash is a hash of the shard's state machine, equal on replicas that
-	// applied the same log.
-	StateHash     string `protobuf:"bytes,6,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
-	Customers     uint64 `protobuf:"varint,7,opt,name=customers,proto3" json:"customers,omitempty"`
+	// state_hash is a hash of the shard's state machine at hash_index, equal on
+	// replicas that applied the same log. A busy shard's hash may lag a little.
+	StateHash string `protobuf:"bytes,6,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	Customers uint64 `protobuf:"varint,7,opt,name=customers,proto3" json:"customers,omitempty"`
+	// last_index is the last raft log index this node has.
+	LastIndex uint64 `protobuf:"varint,8,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// policy_version is the policy the shard runs.
+	PolicyVersion uint64 `protobuf:"varint,9,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
+	// hash_index is the applied index state_hash describes.
+	HashIndex     uint64 `protobuf:"varint,10,opt,name=hash_index,json=hashIndex,proto3" json:"hash_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,19 +249,41 @@ func (x *ShardStatus) GetCustomers() uint64 {
 	return 0
 }
 
+func (x *ShardStatus) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *ShardStatus) GetPolicyVersion() uint64 {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return 0
+}
+
+func (x *ShardStatus) GetHashIndex() uint64 {
+	if x != nil {
+		return x.HashIndex
+	}
+	return 0
+}
+
 var File_capstan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_capstan_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16capstan/v1/admin.proto\x12\n" +
 	"capstan.v1\"\x0f\n" +
-	"\rStatusRequest\"\xb3\x01\n" +
+	"\rStatusRequest\"\xd6\x01\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12%\n" +
 	"\x0epolicy_version\x18\x04 \x01(\x04R\rpolicyVersion\x12/\n" +
-	"\x06shards\x18\x05 \x03(\v2\x17.capstan.v1.ShardStatusR\x06shards\"\xda\x01\n" +
+	"\x06shards\x18\x05 \x03(\v2\x17.capstan.v1.ShardStatusR\x06shards\x12!\n" +
+	"\fraft_address\x18\x06 \x01(\tR\vraftAddress\"\xbf\x02\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12%\n" +
@@ -255,7 +292,13 @@ const file_capstan_v1_admin_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\x06 \x01(\tR\tstateHash\x12\x1c\n" +
-	"\tcustomers\x18\a \x01(\x04R\tcustomers2T\n" +
+	"\tcustomers\x18\a \x01(\x04R\tcustomers\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\b \x01(\x04R\tlastIndex\x12%\n" +
+	"\x0epolicy_version\x18\t \x01(\x04R\rpolicyVersion\x12\x1d\n" +
+	"\n" +
+	"hash_index\x18\n" +
+	" \x01(\x04R\thashIndex2T\n" +
 	"\fAdminService\x12D\n" +
 	"\x06Status\x12\x19.capstan.v1.StatusRequest\x1a\x1a.capstan.v1.StatusResponse\"\x03\x90\x02\x01B@Z>github.com/capstanhq/capstan/internal/gen/capstan/v1;capstanv1b\x06proto3"
 
