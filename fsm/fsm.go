@@ -443,14 +443,21 @@ func (f *FSM) LookupRequest(id string) (*Result, bool) {
 // package snapshot) with shard, index and term zeroed, i.e. policy version and
 // document, clock, every customer's canonical encoding in id order and the dedupe
 // table in apply order. Replicas at the same applied index have equal hashes. It
-// costs an encoding of the whole shard (cached until the next apply).
+// costs an encoding of the whole shard under the read lock, which holds up Apply
+// as long (cached until the next change).
 func (f *FSM) StateHash() [32]byte {
+	h, _ := f.StateHashAt()
+	return h
+}
+
+// StateHashAt is StateHash with the applied index the hash describes.
+func (f *FSM) StateHashAt() (hash [32]byte, index uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	f.hashMu.Lock()
 	defer f.hashMu.Unlock()
 	if f.hashSeen && f.hashGen == f.gen {
-		return f.hashVal
+		return f.hashVal, f.index
 	}
 	c, err := f.captureLocked(false)
 	var w *snapshot.Writer
@@ -464,8 +471,8 @@ func (f *FSM) StateHash() [32]byte {
 		// Live customers always encode and the policy size is bounded on apply, so
 		// only a bug gets here; answer a zero hash rather than crash an operator call.
 		f.logger.Error("state hash failed", "err", err)
-		return [32]byte{}
+		return [32]byte{}, f.index
 	}
 	f.hashVal, f.hashGen, f.hashSeen = w.Sum(), f.gen, true
-	return f.hashVal
+	return f.hashVal, f.index
 }
