@@ -1103,11 +1103,12 @@ func (x *CreateOverrideRequest) GetIdempotencyKey() string {
 	return ""
 }
 
-// CreateOverrideResponse lists the events.
+// CreateOverrideResponse is the customer's new limit.
 type CreateOverrideResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	Duplicate     bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Limit         *Limit                 `protobuf:"bytes,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1154,6 +1155,13 @@ func (x *CreateOverrideResponse) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *CreateOverrideResponse) GetLimit() *Limit {
+	if x != nil {
+		return x.Limit
+	}
+	return nil
 }
 
 // RemoveOverrideRequest names a customer's override.
@@ -2442,10 +2450,11 @@ const file_capstan_v1_customers_proto_rawDesc = "" +
 	"\treset_sch\x18\n" +
 	" \x01(\tR\bresetSch\x12'\n" +
 	"\x0fidempotency_key\x18\v \x01(\tR\x0eidempotencyKeyB\t\n" +
-	"\a_resets\"a\n" +
+	"\a_resets\"\x8a\x01\n" +
 	"\x16CreateOverrideResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"~\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12'\n" +
+	"\x05limit\x18\x03 \x01(\v2\x11.capstan.v1.LimitR\x05limit\"~\n" +
 	"\x15RemoveOverrideRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12'\n" +
@@ -2609,8 +2618,9 @@ var file_capstan_v1_customers_proto_goTypes = []any{
 	(*Customer)(nil),                // 38: capstan.v1.Customer
 	(*Event)(nil),                   // 39: capstan.v1.Event
 	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
-	(*Grant)(nil),                   // 41: capstan.v1.Grant
-	(*Cap)(nil),                     // 42: capstan.v1.Cap
+	(*Limit)(nil),                   // 41: capstan.v1.Limit
+	(*Grant)(nil),                   // 42: capstan.v1.Grant
+	(*Cap)(nil),                     // 43: capstan.v1.Cap
 }
 var file_capstan_v1_customers_proto_depIdxs = []int32{
 	36, // 0: capstan.v1.CreateCustomerRequest.metadata:type_name -> capstan.v1.CreateCustomerRequest.MetadataEntry
@@ -2626,60 +2636,61 @@ var file_capstan_v1_customers_proto_depIdxs = []int32{
 	39, // 10: capstan.v1.DeleteAltIdResponse.events:type_name -> capstan.v1.Event
 	40, // 11: capstan.v1.CreateOverrideRequest.expires_on:type_name -> google.protobuf.Timestamp
 	39, // 12: capstan.v1.CreateOverrideResponse.events:type_name -> capstan.v1.Event
-	39, // 13: capstan.v1.RemoveOverrideResponse.events:type_name -> capstan.v1.Event
-	41, // 14: capstan.v1.ApplyTopupResponse.grant:type_name -> capstan.v1.Grant
-	39, // 15: capstan.v1.ApplyTopupResponse.events:type_name -> capstan.v1.Event
-	40, // 16: capstan.v1.GrantRequest.expires_on:type_name -> google.protobuf.Timestamp
-	41, // 17: capstan.v1.GrantResponse.grant:type_name -> capstan.v1.Grant
-	39, // 18: capstan.v1.GrantResponse.events:type_name -> capstan.v1.Event
-	40, // 19: capstan.v1.AddCapRequest.expires_on:type_name -> google.protobuf.Timestamp
-	42, // 20: capstan.v1.AddCapResponse.cap:type_name -> capstan.v1.Cap
-	39, // 21: capstan.v1.AddCapResponse.events:type_name -> capstan.v1.Event
-	42, // 22: capstan.v1.GetCapResponse.cap:type_name -> capstan.v1.Cap
-	39, // 23: capstan.v1.ResetCapResponse.events:type_name -> capstan.v1.Event
-	39, // 24: capstan.v1.RemoveCapResponse.events:type_name -> capstan.v1.Event
-	42, // 25: capstan.v1.ListCapsResponse.caps:type_name -> capstan.v1.Cap
-	0,  // 26: capstan.v1.CustomerService.CreateCustomer:input_type -> capstan.v1.CreateCustomerRequest
-	2,  // 27: capstan.v1.CustomerService.GetCustomer:input_type -> capstan.v1.GetCustomerRequest
-	4,  // 28: capstan.v1.CustomerService.DeleteCustomer:input_type -> capstan.v1.DeleteCustomerRequest
-	6,  // 29: capstan.v1.CustomerService.SetPlan:input_type -> capstan.v1.SetPlanRequest
-	8,  // 30: capstan.v1.CustomerService.SetRefs:input_type -> capstan.v1.SetRefsRequest
-	10, // 31: capstan.v1.CustomerService.SetMetadata:input_type -> capstan.v1.SetMetadataRequest
-	12, // 32: capstan.v1.CustomerService.SetAltId:input_type -> capstan.v1.SetAltIdRequest
-	14, // 33: capstan.v1.CustomerService.DeleteAltId:input_type -> capstan.v1.DeleteAltIdRequest
-	16, // 34: capstan.v1.CustomerService.CreateOverride:input_type -> capstan.v1.CreateOverrideRequest
-	18, // 35: capstan.v1.CustomerService.RemoveOverride:input_type -> capstan.v1.RemoveOverrideRequest
-	20, // 36: capstan.v1.CustomerService.ApplyTopup:input_type -> capstan.v1.ApplyTopupRequest
-	22, // 37: capstan.v1.CustomerService.Grant:input_type -> capstan.v1.GrantRequest
-	24, // 38: capstan.v1.CustomerService.CreditRemaining:input_type -> capstan.v1.CreditRemainingRequest
-	26, // 39: capstan.v1.CustomerService.AddCap:input_type -> capstan.v1.AddCapRequest
-	28, // 40: capstan.v1.CustomerService.GetCap:input_type -> capstan.v1.GetCapRequest
-	30, // 41: capstan.v1.CustomerService.ResetCap:input_type -> capstan.v1.ResetCapRequest
-	32, // 42: capstan.v1.CustomerService.RemoveCap:input_type -> capstan.v1.RemoveCapRequest
-	34, // 43: capstan.v1.CustomerService.ListCaps:input_type -> capstan.v1.ListCapsRequest
-	1,  // 44: capstan.v1.CustomerService.CreateCustomer:output_type -> capstan.v1.CreateCustomerResponse
-	3,  // 45: capstan.v1.CustomerService.GetCustomer:output_type -> capstan.v1.GetCustomerResponse
-	5,  // 46: capstan.v1.CustomerService.DeleteCustomer:output_type -> capstan.v1.DeleteCustomerResponse
-	7,  // 47: capstan.v1.CustomerService.SetPlan:output_type -> capstan.v1.SetPlanResponse
-	9,  // 48: capstan.v1.CustomerService.SetRefs:output_type -> capstan.v1.SetRefsResponse
-	11, // 49: capstan.v1.CustomerService.SetMetadata:output_type -> capstan.v1.SetMetadataResponse
-	13, // 50: capstan.v1.CustomerService.SetAltId:output_type -> capstan.v1.SetAltIdResponse
-	15, // 51: capstan.v1.CustomerService.DeleteAltId:output_type -> capstan.v1.DeleteAltIdResponse
-	17, // 52: capstan.v1.CustomerService.CreateOverride:output_type -> capstan.v1.CreateOverrideResponse
-	19, // 53: capstan.v1.CustomerService.RemoveOverride:output_type -> capstan.v1.RemoveOverrideResponse
-	21, // 54: capstan.v1.CustomerService.ApplyTopup:output_type -> capstan.v1.ApplyTopupResponse
-	23, // 55: capstan.v1.CustomerService.Grant:output_type -> capstan.v1.GrantResponse
-	25, // 56: capstan.v1.CustomerService.CreditRemaining:output_type -> capstan.v1.CreditRemainingResponse
-	27, // 57: capstan.v1.CustomerService.AddCap:output_type -> capstan.v1.AddCapResponse
-	29, // 58: capstan.v1.CustomerService.GetCap:output_type -> capstan.v1.GetCapResponse
-	31, // 59: capstan.v1.CustomerService.ResetCap:output_type -> capstan.v1.ResetCapResponse
-	33, // 60: capstan.v1.CustomerService.RemoveCap:output_type -> capstan.v1.RemoveCapResponse
-	35, // 61: capstan.v1.CustomerService.ListCaps:output_type -> capstan.v1.ListCapsResponse
-	44, // [44:62] is the sub-list for method output_type
-	26, // [26:44] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	41, // 13: capstan.v1.CreateOverrideResponse.limit:type_name -> capstan.v1.Limit
+	39, // 14: capstan.v1.RemoveOverrideResponse.events:type_name -> capstan.v1.Event
+	42, // 15: capstan.v1.ApplyTopupResponse.grant:type_name -> capstan.v1.Grant
+	39, // 16: capstan.v1.ApplyTopupResponse.events:type_name -> capstan.v1.Event
+	40, // 17: capstan.v1.GrantRequest.expires_on:type_name -> google.protobuf.Timestamp
+	42, // 18: capstan.v1.GrantResponse.grant:type_name -> capstan.v1.Grant
+	39, // 19: capstan.v1.GrantResponse.events:type_name -> capstan.v1.Event
+	40, // 20: capstan.v1.AddCapRequest.expires_on:type_name -> google.protobuf.Timestamp
+	43, // 21: capstan.v1.AddCapResponse.cap:type_name -> capstan.v1.Cap
+	39, // 22: capstan.v1.AddCapResponse.events:type_name -> capstan.v1.Event
+	43, // 23: capstan.v1.GetCapResponse.cap:type_name -> capstan.v1.Cap
+	39, // 24: capstan.v1.ResetCapResponse.events:type_name -> capstan.v1.Event
+	39, // 25: capstan.v1.RemoveCapResponse.events:type_name -> capstan.v1.Event
+	43, // 26: capstan.v1.ListCapsResponse.caps:type_name -> capstan.v1.Cap
+	0,  // 27: capstan.v1.CustomerService.CreateCustomer:input_type -> capstan.v1.CreateCustomerRequest
+	2,  // 28: capstan.v1.CustomerService.GetCustomer:input_type -> capstan.v1.GetCustomerRequest
+	4,  // 29: capstan.v1.CustomerService.DeleteCustomer:input_type -> capstan.v1.DeleteCustomerRequest
+	6,  // 30: capstan.v1.CustomerService.SetPlan:input_type -> capstan.v1.SetPlanRequest
+	8,  // 31: capstan.v1.CustomerService.SetRefs:input_type -> capstan.v1.SetRefsRequest
+	10, // 32: capstan.v1.CustomerService.SetMetadata:input_type -> capstan.v1.SetMetadataRequest
+	12, // 33: capstan.v1.CustomerService.SetAltId:input_type -> capstan.v1.SetAltIdRequest
+	14, // 34: capstan.v1.CustomerService.DeleteAltId:input_type -> capstan.v1.DeleteAltIdRequest
+	16, // 35: capstan.v1.CustomerService.CreateOverride:input_type -> capstan.v1.CreateOverrideRequest
+	18, // 36: capstan.v1.CustomerService.RemoveOverride:input_type -> capstan.v1.RemoveOverrideRequest
+	20, // 37: capstan.v1.CustomerService.ApplyTopup:input_type -> capstan.v1.ApplyTopupRequest
+	22, // 38: capstan.v1.CustomerService.Grant:input_type -> capstan.v1.GrantRequest
+	24, // 39: capstan.v1.CustomerService.CreditRemaining:input_type -> capstan.v1.CreditRemainingRequest
+	26, // 40: capstan.v1.CustomerService.AddCap:input_type -> capstan.v1.AddCapRequest
+	28, // 41: capstan.v1.CustomerService.GetCap:input_type -> capstan.v1.GetCapRequest
+	30, // 42: capstan.v1.CustomerService.ResetCap:input_type -> capstan.v1.ResetCapRequest
+	32, // 43: capstan.v1.CustomerService.RemoveCap:input_type -> capstan.v1.RemoveCapRequest
+	34, // 44: capstan.v1.CustomerService.ListCaps:input_type -> capstan.v1.ListCapsRequest
+	1,  // 45: capstan.v1.CustomerService.CreateCustomer:output_type -> capstan.v1.CreateCustomerResponse
+	3,  // 46: capstan.v1.CustomerService.GetCustomer:output_type -> capstan.v1.GetCustomerResponse
+	5,  // 47: capstan.v1.CustomerService.DeleteCustomer:output_type -> capstan.v1.DeleteCustomerResponse
+	7,  // 48: capstan.v1.CustomerService.SetPlan:output_type -> capstan.v1.SetPlanResponse
+	9,  // 49: capstan.v1.CustomerService.SetRefs:output_type -> capstan.v1.SetRefsResponse
+	11, // 50: capstan.v1.CustomerService.SetMetadata:output_type -> capstan.v1.SetMetadataResponse
+	13, // 51: capstan.v1.CustomerService.SetAltId:output_type -> capstan.v1.SetAltIdResponse
+	15, // 52: capstan.v1.CustomerService.DeleteAltId:output_type -> capstan.v1.DeleteAltIdResponse
+	17, // 53: capstan.v1.CustomerService.CreateOverride:output_type -> capstan.v1.CreateOverrideResponse
+	19, // 54: capstan.v1.CustomerService.RemoveOverride:output_type -> capstan.v1.RemoveOverrideResponse
+	21, // 55: capstan.v1.CustomerService.ApplyTopup:output_type -> capstan.v1.ApplyTopupResponse
+	23, // 56: capstan.v1.CustomerService.Grant:output_type -> capstan.v1.GrantResponse
+	25, // 57: capstan.v1.CustomerService.CreditRemaining:output_type -> capstan.v1.CreditRemainingResponse
+	27, // 58: capstan.v1.CustomerService.AddCap:output_type -> capstan.v1.AddCapResponse
+	29, // 59: capstan.v1.CustomerService.GetCap:output_type -> capstan.v1.GetCapResponse
+	31, // 60: capstan.v1.CustomerService.ResetCap:output_type -> capstan.v1.ResetCapResponse
+	33, // 61: capstan.v1.CustomerService.RemoveCap:output_type -> capstan.v1.RemoveCapResponse
+	35, // 62: capstan.v1.CustomerService.ListCaps:output_type -> capstan.v1.ListCapsResponse
+	45, // [45:63] is the sub-list for method output_type
+	27, // [27:45] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_capstan_v1_customers_proto_init() }

@@ -1047,6 +1047,128 @@ func (x *Grant) GetResetInc() string {
 	return ""
 }
 
+// Limit is how much of a credit an entitlement allows one customer (a plan's
+// limit, or a customer override).
+type Limit struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Credit string                 `protobuf:"bytes,1,opt,name=credit,proto3" json:"credit,omitempty"`
+	// mode is hard, soft or observe.
+	Mode  string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	Value string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// increment is what Increment and Decrement move the meter by.
+	Increment string `protobuf:"bytes,4,opt,name=increment,proto3" json:"increment,omitempty"`
+	// minimum is the lowest the meter can go ("" = no minimum).
+	Minimum      string `protobuf:"bytes,5,opt,name=minimum,proto3" json:"minimum,omitempty"`
+	GrantsApply  bool   `protobuf:"varint,6,opt,name=grants_apply,json=grantsApply,proto3" json:"grants_apply,omitempty"`
+	HardTrailing bool   `protobuf:"varint,7,opt,name=hard_trailing,json=hardTrailing,proto3" json:"hard_trailing,omitempty"`
+	ResetInc     string `protobuf:"bytes,8,opt,name=reset_inc,json=resetInc,proto3" json:"reset_inc,omitempty"`
+	ResetSch     string `protobuf:"bytes,9,opt,name=reset_sch,json=resetSch,proto3" json:"reset_sch,omitempty"`
+	// expires_on ends a customer override; unset = never.
+	ExpiresOn     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expires_on,json=expiresOn,proto3" json:"expires_on,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limit) Reset() {
+	*x = Limit{}
+	mi := &file_capstan_v1_types_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limit) ProtoMessage() {}
+
+func (x *Limit) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_types_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limit.ProtoReflect.Descriptor instead.
+func (*Limit) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_types_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Limit) GetCredit() string {
+	if x != nil {
+		return x.Credit
+	}
+	return ""
+}
+
+func (x *Limit) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Limit) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Limit) GetIncrement() string {
+	if x != nil {
+		return x.Increment
+	}
+	return ""
+}
+
+func (x *Limit) GetMinimum() string {
+	if x != nil {
+		return x.Minimum
+	}
+	return ""
+}
+
+func (x *Limit) GetGrantsApply() bool {
+	if x != nil {
+		return x.GrantsApply
+	}
+	return false
+}
+
+func (x *Limit) GetHardTrailing() bool {
+	if x != nil {
+		return x.HardTrailing
+	}
+	return false
+}
+
+func (x *Limit) GetResetInc() string {
+	if x != nil {
+		return x.ResetInc
+	}
+	return ""
+}
+
+func (x *Limit) GetResetSch() string {
+	if x != nil {
+		return x.ResetSch
+	}
+	return ""
+}
+
+func (x *Limit) GetExpiresOn() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresOn
+	}
+	return nil
+}
+
 // Customer is one customer's state as of now.
 type Customer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1071,7 +1193,7 @@ type Customer struct {
 
 func (x *Customer) Reset() {
 	*x = Customer{}
-	mi := &file_capstan_v1_types_proto_msgTypes[7]
+	mi := &file_capstan_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1205,7 @@ func (x *Customer) String() string {
 func (*Customer) ProtoMessage() {}
 
 func (x *Customer) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_v1_types_proto_msgTypes[7]
+	mi := &file_capstan_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1218,7 @@ func (x *Customer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Customer.ProtoReflect.Descriptor instead.
 func (*Customer) Descriptor() ([]byte, []int) {
-	return file_capstan_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_capstan_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Customer) GetId() string {
@@ -1298,7 +1420,20 @@ const file_capstan_v1_types_proto_rawDesc = "" +
 	"reset_mode\x18\b \x01(\tR\tresetMode\x12\x1b\n" +
 	"\treset_sch\x18\t \x01(\tR\bresetSch\x12\x1b\n" +
 	"\treset_inc\x18\n" +
-	" \x01(\tR\bresetInc\"\xd4\x03\n" +
+	" \x01(\tR\bresetInc\"\xbe\x02\n" +
+	"\x05Limit\x12\x16\n" +
+	"\x06credit\x18\x01 \x01(\tR\x06credit\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\x12\x1c\n" +
+	"\tincrement\x18\x04 \x01(\tR\tincrement\x12\x18\n" +
+	"\aminimum\x18\x05 \x01(\tR\aminimum\x12!\n" +
+	"\fgrants_apply\x18\x06 \x01(\bR\vgrantsApply\x12#\n" +
+	"\rhard_trailing\x18\a \x01(\bR\fhardTrailing\x12\x1b\n" +
+	"\treset_inc\x18\b \x01(\tR\bresetInc\x12\x1b\n" +
+	"\treset_sch\x18\t \x01(\tR\bresetSch\x129\n" +
+	"\n" +
+	"expires_on\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\texpiresOn\"\xd4\x03\n" +
 	"\bCustomer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04plan\x18\x02 \x01(\tR\x04plan\x12\x12\n" +
@@ -1330,7 +1465,7 @@ func file_capstan_v1_types_proto_rawDescGZIP() []byte {
 	return file_capstan_v1_types_proto_rawDescData
 }
 
-var file_capstan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_capstan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_capstan_v1_types_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: capstan.v1.Event
 	(*EventMeter)(nil),            // 1: capstan.v1.EventMeter
@@ -1339,33 +1474,35 @@ var file_capstan_v1_types_proto_goTypes = []any{
 	(*Usage)(nil),                 // 4: capstan.v1.Usage
 	(*Cap)(nil),                   // 5: capstan.v1.Cap
 	(*Grant)(nil),                 // 6: capstan.v1.Grant
-	(*Customer)(nil),              // 7: capstan.v1.Customer
-	nil,                           // 8: capstan.v1.Customer.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Limit)(nil),                 // 7: capstan.v1.Limit
+	(*Customer)(nil),              // 8: capstan.v1.Customer
+	nil,                           // 9: capstan.v1.Customer.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_capstan_v1_types_proto_depIdxs = []int32{
 	1,  // 0: capstan.v1.Event.meter:type_name -> capstan.v1.EventMeter
 	2,  // 1: capstan.v1.Event.cap:type_name -> capstan.v1.EventCap
 	3,  // 2: capstan.v1.Event.governor:type_name -> capstan.v1.EventGovernor
-	9,  // 3: capstan.v1.Usage.resets_at:type_name -> google.protobuf.Timestamp
-	9,  // 4: capstan.v1.Usage.period_start:type_name -> google.protobuf.Timestamp
-	9,  // 5: capstan.v1.Usage.projected_exhaustion:type_name -> google.protobuf.Timestamp
-	9,  // 6: capstan.v1.Cap.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 7: capstan.v1.Cap.period_start:type_name -> google.protobuf.Timestamp
-	9,  // 8: capstan.v1.Cap.resets_at:type_name -> google.protobuf.Timestamp
-	9,  // 9: capstan.v1.Cap.expires_on:type_name -> google.protobuf.Timestamp
-	9,  // 10: capstan.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 11: capstan.v1.Grant.expires_on:type_name -> google.protobuf.Timestamp
-	8,  // 12: capstan.v1.Customer.metadata:type_name -> capstan.v1.Customer.MetadataEntry
-	9,  // 13: capstan.v1.Customer.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 14: capstan.v1.Customer.usage:type_name -> capstan.v1.Usage
-	6,  // 15: capstan.v1.Customer.grants:type_name -> capstan.v1.Grant
-	5,  // 16: capstan.v1.Customer.caps:type_name -> capstan.v1.Cap
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	10, // 3: capstan.v1.Usage.resets_at:type_name -> google.protobuf.Timestamp
+	10, // 4: capstan.v1.Usage.period_start:type_name -> google.protobuf.Timestamp
+	10, // 5: capstan.v1.Usage.projected_exhaustion:type_name -> google.protobuf.Timestamp
+	10, // 6: capstan.v1.Cap.created_at:type_name -> google.protobuf.Timestamp
+	10, // 7: capstan.v1.Cap.period_start:type_name -> google.protobuf.Timestamp
+	10, // 8: capstan.v1.Cap.resets_at:type_name -> google.protobuf.Timestamp
+	10, // 9: capstan.v1.Cap.expires_on:type_name -> google.protobuf.Timestamp
+	10, // 10: capstan.v1.Grant.created_at:type_name -> google.protobuf.Timestamp
+	10, // 11: capstan.v1.Grant.expires_on:type_name -> google.protobuf.Timestamp
+	10, // 12: capstan.v1.Limit.expires_on:type_name -> google.protobuf.Timestamp
+	9,  // 13: capstan.v1.Customer.metadata:type_name -> capstan.v1.Customer.MetadataEntry
+	10, // 14: capstan.v1.Customer.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 15: capstan.v1.Customer.usage:type_name -> capstan.v1.Usage
+	6,  // 16: capstan.v1.Customer.grants:type_name -> capstan.v1.Grant
+	5,  // 17: capstan.v1.Customer.caps:type_name -> capstan.v1.Cap
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_capstan_v1_types_proto_init() }
@@ -1379,7 +1516,7 @@ func file_capstan_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capstan_v1_types_proto_rawDesc), len(file_capstan_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
