@@ -262,6 +262,8 @@ func fmtMS(ms float64) string {
 	switch {
 	case ms >= 1000:
 		return fmt.Sprintf("%.2fs", ms/1000)
+	case ms >= 100:
+		return fmt.Sprintf("%.0fms", ms)
 	case ms >= 10:
 		return fmt.Sprintf("%.1fms", ms)
 	case ms >= 1:

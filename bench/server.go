@@ -24,7 +24,7 @@ import (
 type ServerConfig struct {
 	// Bin is the capstan binary; empty looks beside this executable, then on PATH.
 	Bin string `json:"bin,omitempty"`
-	// Shards is --shards (raft groups per node).
+	// Shards is --shards (raft groups); 0 leaves the server's default.
 	Shards int `json:"shards"`
 	// Regions are the nodes' regions; node i gets Regions[i % len].
 	Regions []string `json:"regions"`
@@ -40,8 +40,9 @@ type ServerConfig struct {
 	KeepData bool `json:"keep_data,omitempty"`
 }
 
-// benchKey is the admin API key the harness gives its servers (CAPSTAN_API_KEYS).
-const benchKey = "benchkey"
+// benchKey is the admin API key the harness gives its servers (CAPSTAN_API_KEYS);
+// the server wants keys of 16 characters or more.
+const benchKey = "benchkey-capstan-bench-0001"
 
 // Server is Capstan itself: `capstan serve` processes the harness starts on free
 // 127.0.0.1 ports with temporary data directories, one (single-node) or three
@@ -68,7 +69,6 @@ func NewServer(cfg ServerConfig, n int) *Server {
 	if len(cfg.Regions) == 0 {
 		cfg.Regions = []string{"local"}
 	}
-	cfg.Shards = cmp.Or(cfg.Shards, 4)
 	cfg.Conns = cmp.Or(cfg.Conns, 4)
 	cfg.Timeout = cmp.Or(cfg.Timeout, 5*time.Second)
 	s := &Server{cfg: cfg, nodes: n}
@@ -89,8 +89,12 @@ func (s *Server) Name() string {
 }
 
 func (s *Server) Describe() string {
-	d := fmt.Sprintf("capstan serve, %d node(s) on 127.0.0.1, %d shards (raft groups, boltdb fsync), Connect binary protobuf over h2c with an API key",
-		s.nodes, s.cfg.Shards)
+	shards := "the server's default shards"
+	if s.cfg.Shards > 0 {
+		shards = fmt.Sprintf("%d shards", s.cfg.Shards)
+	}
+	d := fmt.Sprintf("capstan serve, %d node(s) on 127.0.0.1, %s (raft groups, boltdb fsync), Connect binary protobuf over h2c with an API key",
+		s.nodes, shards)
 	if len(s.notes) > 0 {
 		d += "; " + strings.Join(s.notes, "; ")
 	}
@@ -183,8 +187,10 @@ func (s *Server) Start(ctx context.Context) error {
 		listen := fmt.Sprintf("127.0.0.1:%d", ports[2*i])
 		raft := fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])
 		args := []string{"serve", "--node-id", id, "--data-dir", filepath.Join(s.dir, id), "--listen", listen,
-			"--raft-addr", raft, "--region", s.regions[i], "--shards", strconv.Itoa(s.cfg.Shards),
-			"--policy", policy, "--log-level", "warn"}
+			"--raft-addr", raft, "--region", s.regions[i], "--policy", policy, "--log-level", "warn"}
+		if s.cfg.Shards > 0 {
+			args = append(args, "--shards", strconv.Itoa(s.cfg.Shards))
+		}
 		if i == 0 {
 			args = append(args, "--bootstrap")
 		} else {
@@ -228,7 +234,7 @@ func healthy(ctx context.Context, base string) error {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	var out struct{ Status string }
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &out) != nil || out.Status != "SERVING" {
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &out) != nil || (out.Status != "SERVING" && out.Status != "SERVING_STATUS_SERVING") {
 		return fmt.Errorf("health: %s %s", resp.Status, bytes.TrimSpace(b))
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -160,7 +161,7 @@ func RunSuite(ctx context.Context, c SuiteConfig) (*Report, error) {
 		}
 		rep.Targets = append(rep.Targets, info)
 	}
-	if c.Server.Latency != "" {
+	if c.Server.Latency != "" && slices.Contains(c.Targets, "3-node-regions") {
 		rep.Notes = append(rep.Notes, "3-node-regions: one-way delay between the nodes' regions "+c.Server.Latency+
 			" (faultnet syntax); nodes in "+strings.Join(c.Server.Regions, ", ")+", clients spread evenly, each calling the node in its own region.")
 	}

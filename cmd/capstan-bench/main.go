@@ -52,7 +52,7 @@ func run(args []string) error {
 		workers   = fs.Int("workers", 0, "worker pool size for network targets (default 256)")
 		seed      = fs.Int64("seed", 1, "seed for the schedules")
 		capstan   = fs.String("capstan", "", "capstan binary (default: beside capstan-bench, else on PATH)")
-		shards    = fs.Int("shards", 4, "shards (raft groups) per capstan server")
+		shards    = fs.Int("shards", 0, "shards (raft groups) of the capstan servers (0: the server's default)")
 		regions   = fs.String("regions", "us-east,eu-west,ap-south", "regions of the 3-node cluster's nodes (clients are spread evenly over them)")
 		latency   = fs.String("region-latency", "us-east<->eu-west=40ms,us-east<->ap-south=90ms,eu-west<->ap-south=60ms",
 			"simulated one-way delay between regions for the 3-node target, faultnet syntax (needs the --faults hook in capstan serve), \"\" for none")
