@@ -1,0 +1,99 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/capstanhq/capstan/cluster"
+	"github.com/capstanhq/capstan/engine"
+	"github.com/capstanhq/capstan/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// fakeBackend is one real fsm.FSM driven without raft: commands are encoded
+// and applied as log entries, in order, at a clock the test sets.
+type fakeBackend struct {
+	mu          sync.Mutex
+	f           *fsm.FSM
+	index       uint64
+	now         int64
+	unavailable bool
+	applied     int // commands that reached the FSM
+}
+
+func newFake(t *testing.T, policy, format string) *fakeBackend {
+	t.Helper()
+	b := &fakeBackend{f: fsm.New(fsm.Options{}), now: at(t, "2026-03-02T10:00:00Z")}
+	if _, err := b.SetPolicy(context.Background(), policy, format); err != nil {
+		t.Fatalf("policy: %v", err)
+	}
+	return b
+}
+
+func at(t *testing.T, s string) int64 {
+	t.Helper()
+	tm, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tm.UnixMilli()
+}
+
+func (b *fakeBackend) setNow(ms int64) {
+	b.mu.Lock()
+	b.now = ms
+	b.mu.Unlock()
+}
+
+func (b *fakeBackend) Apply(ctx context.Context, customer string, cmd *fsm.Command) (*fsm.Result, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.unavailable {
+		return nil, fmt.Errorf("shard 0: %w", cluster.ErrUnavailable)
+	}
+	cmd.Timestamp = b.now
+	data, err := fsm.EncodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	b.index++
+	b.applied++
+	res := b.f.Apply(&raft.Log{Index: b.index, Term: 1, Type: raft.LogCommand, Data: data})
+	return res.(*fsm.Result), nil
+}
+
+func (b *fakeBackend) Read(ctx context.Context, customer string, stale bool, fn func(e *engine.Engine, now int64) error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.unavailable {
+		return fmt.Errorf("shard 0: %w", cluster.ErrUnavailable)
+	}
+	return b.f.Read(func(e *engine.Engine, clock int64) error { return fn(e, max(clock, b.now)) })
+}
+
+func (b *fakeBackend) SetPolicy(ctx context.Context, text, format string) (uint64, error) {
+	_, _, v := b.f.Policy()
+	res, err := b.Apply(ctx, "", &fsm.Command{SetPolicy: &fsm.PolicyOp{Text: text, Format: format, Version: v + 1}})
+	if err != nil {
+		return 0, err
+	}
+	if res.Err != nil {
+		return 0, res.Err
+	}
+	return v + 1, nil
+}
+
+func (b *fakeBackend) Policy() (string, string, uint64) { return b.f.Policy() }
+
+func (b *fakeBackend) Status(ctx context.Context) (cluster.Status, error) {
+	return cluster.Status{}, nil
+}
+
+func (b *fakeBackend) appliedCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.applied
+}
