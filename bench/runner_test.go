@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -53,5 +54,28 @@ func TestSmokeInProcess(t *testing.T) {
 		if w.CappedShare > 0 && res.Denied == 0 {
 			t.Errorf("%s: no call was denied: the capped customers' caps were never hit", w.Name)
 		}
+	}
+}
+
+// TestGeneratorDoesNotAllocatePerRequest keeps the harness's hot path (pacer,
+// worker hand-off, recording) free of per-request allocations.
+func TestGeneratorDoesNotAllocatePerRequest(t *testing.T) {
+	f := NewFixture(100, 1)
+	s, err := NewSchedule(Uniform, f, 10000, 500*time.Millisecond, ArrivalPoisson, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	res, err := Run(context.Background(), NullTarget{}, s, RunConfig{Workers: 2})
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perReq := float64(after.Mallocs-before.Mallocs) / float64(s.Len())
+	t.Logf("%d requests, %.3f allocations per request, send lag p99 %s", res.Sent, perReq, fmtMS(res.SendLag.P99))
+	if perReq > 0.1 {
+		t.Errorf("%.3f allocations per request", perReq)
 	}
 }

@@ -264,13 +264,13 @@ func authed[T any](msg *T) *connect.Request[T] {
 }
 
 // Setup creates every customer with its caps through the API and primes it to
-// its plan limit, 32 at a time.
+// its plan limit, 128 at a time (a raft-backed server batches what arrives together).
 func (s *Server) Setup(ctx context.Context, f *Fixture) error {
 	s.f = f
 	ids := f.IDs()
 	lim := s.limiters[0][0]
 	prime := strconv.FormatInt(f.Prime, 10)
-	return parallel(ctx, len(ids), 32, func(ctx context.Context, i int) error {
+	return parallel(ctx, len(ids), 128, func(ctx context.Context, i int) error {
 		id := ids[i]
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()

@@ -148,7 +148,7 @@ func RunSuite(ctx context.Context, c SuiteConfig) (*Report, error) {
 		switch {
 		case errors.Is(err, ErrNotAvailable):
 			info.Status = "not available"
-			info.Reason = err.Error()
+			info.Reason = strings.TrimPrefix(err.Error(), ErrNotAvailable.Error()+": ")
 		case err != nil:
 			info.Status = "failed"
 			info.Reason = err.Error()
@@ -157,7 +157,7 @@ func RunSuite(ctx context.Context, c SuiteConfig) (*Report, error) {
 			info.About = t.Describe() // some targets say more once started
 		}
 		if c.Progress != nil && err != nil {
-			fmt.Fprintf(c.Progress, "[%s] %s: %v\n", name, info.Status, err)
+			fmt.Fprintf(c.Progress, "[%s] %s: %s\n", name, info.Status, info.Reason)
 		}
 		rep.Targets = append(rep.Targets, info)
 	}
