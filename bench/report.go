@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,19 @@ type Report struct {
 	// goroutine for a second: its capacity without the harness.
 	EngineClosedLoop float64  `json:"engine_closed_loop_allow_per_s,omitempty"`
 	Notes            []string `json:"notes,omitempty"`
+	// Profiles are CPU profiles taken during runs (file name -> pprof bytes),
+	// written beside the report.
+	Profiles map[string][]byte `json:"-"`
+	// ProfileFiles names the profile files written with the report.
+	ProfileFiles []string `json:"profile_files,omitempty"`
+}
+
+func (r *Report) addProfile(name string, b []byte) {
+	if r.Profiles == nil {
+		r.Profiles = map[string][]byte{}
+	}
+	r.Profiles[name] = b
+	r.ProfileFiles = append(r.ProfileFiles, name)
 }
 
 // Host is the machine measured on.
@@ -168,6 +182,11 @@ func (r *Report) Write(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	for name, b := range r.Profiles {
+		if err := os.WriteFile(filepath.Join(run, name), b, 0o644); err != nil {
+			return "", err
+		}
+	}
 	files := map[string][]byte{"report.json": js, "report.md": []byte(r.Markdown()), "latency.svg": []byte(r.SVG())}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(run, name), b, 0o644); err != nil {
@@ -296,9 +315,13 @@ func (r *Report) Markdown() string {
 	for _, g := range r.Goals {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", g.Goal, oneLine(g.Result), g.Status)
 	}
-	if len(r.Notes) > 0 {
+	notes := slices.Clone(r.Notes)
+	for _, name := range r.ProfileFiles {
+		notes = append(notes, fmt.Sprintf("CPU profile %s beside this report: `go tool pprof -top bin/capstan %s`", name, name))
+	}
+	if len(notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
-		for _, n := range r.Notes {
+		for _, n := range notes {
 			fmt.Fprintf(&b, "- %s\n", n)
 		}
 	}

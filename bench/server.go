@@ -293,6 +293,28 @@ func (s *Server) Setup(ctx context.Context, f *Fixture) error {
 	})
 }
 
+// CPUProfile fetches a CPU profile of the first node over d (it needs Pprof).
+func (s *Server) CPUProfile(ctx context.Context, d time.Duration) ([]byte, error) {
+	if !s.cfg.Pprof {
+		return nil, fmt.Errorf("pprof is off")
+	}
+	secs := max(1, int(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", s.urls[0], secs), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("pprof: %s", resp.Status)
+	}
+	return b, err
+}
+
 func (s *Server) Client(w, region int) (Client, error) {
 	conns := s.limiters[region]
 	return &serverClient{s: s, lim: conns[w%len(conns)]}, nil

@@ -227,11 +227,29 @@ func (c *SuiteConfig) runTarget(ctx context.Context, t Target, f *Fixture, rep *
 			rep.Runs = append(rep.Runs, &Result{Target: t.Name(), Workload: w.Name, OfferedRate: c.FixedRate, Skipped: "not supported by this target"})
 			continue
 		}
+		// With -pprof, the server's CPU is profiled over the uniform run.
+		var prof []byte
+		var profErr error
+		profiled := make(chan struct{})
+		if p, ok := t.(Profiler); ok && c.Server.Pprof && w.Name == Uniform.Name {
+			go func() {
+				defer close(profiled)
+				prof, profErr = p.CPUProfile(ctx, c.FixedDuration)
+			}()
+		} else {
+			close(profiled)
+		}
 		res, err := run(w, c.FixedRate, c.FixedDuration, c.Seed+int64(i))
+		<-profiled
 		if err != nil {
 			return fmt.Errorf("%s: %w", w.Name, err)
 		}
 		rep.Runs = append(rep.Runs, res)
+		if profErr != nil {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: no CPU profile: %v", t.Name(), profErr))
+		} else if prof != nil {
+			rep.addProfile(fmt.Sprintf("%s-%s-%.0f.pprof", t.Name(), w.Name, c.FixedRate), prof)
+		}
 	}
 	if regional || len(c.SweepRates) == 0 {
 		return nil

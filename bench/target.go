@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Outcome is what one request came back with.
@@ -38,6 +39,11 @@ type Target interface {
 // (err != nil exactly when the outcome is Failed).
 type Client interface {
 	Do(ctx context.Context, op *Op) (Outcome, error)
+}
+
+// Profiler is a target that can profile itself while it is measured.
+type Profiler interface {
+	CPUProfile(ctx context.Context, d time.Duration) ([]byte, error)
 }
 
 // ErrNotAvailable marks a target that cannot run here (a binary or a server mode

@@ -57,7 +57,7 @@ func run(args []string) error {
 		latency   = fs.String("region-latency", "us-east<->eu-west=40ms,us-east<->ap-south=90ms,eu-west<->ap-south=60ms",
 			"simulated one-way delay between regions for the 3-node target, faultnet syntax (needs the --faults hook in capstan serve), \"\" for none")
 		redisFsync = fs.String("redis-fsync", "everysec", "Redis appendfsync: everysec, always or no")
-		pprofNodes = fs.Bool("pprof", false, "serve /debug/pprof on the capstan nodes")
+		pprofNodes = fs.Bool("pprof", false, "serve /debug/pprof on the capstan nodes and save a CPU profile of the first node over the uniform run")
 		keep       = fs.Bool("keep-data", false, "keep the capstan nodes' data directories and logs")
 		cpuprofile = fs.String("cpuprofile", "", "write the harness's own CPU profile here")
 		quiet      = fs.Bool("q", false, "no progress lines")
