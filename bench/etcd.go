@@ -208,3 +208,6 @@ func (t *Etcd) call(ctx context.Context, path string, in, out any) error {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// ServerCPU is the CPU time of the processes the target started.
+func (t *Etcd) ServerCPU() time.Duration { return processesCPU(t.proc) }

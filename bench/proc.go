@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -78,6 +81,40 @@ func (p *process) tail() string {
 		b = b[len(b)-1500:]
 	}
 	return string(b)
+}
+
+// cpu is the process's user+system CPU time so far, from /proc (0 where there is
+// no /proc).
+func (p *process) cpu() time.Duration {
+	if p == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start at state, so
+	// utime and stime (fields 14 and 15) are the 12th and 13th after ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const userHZ = 100 // clock ticks per second on Linux
+	return time.Duration(ut+st) * time.Second / userHZ
+}
+
+func processesCPU(ps ...*process) time.Duration {
+	var d time.Duration
+	for _, p := range ps {
+		d += p.cpu()
+	}
+	return d
 }
 
 // freePorts reserves n distinct free TCP ports on 127.0.0.1. They are released

@@ -240,3 +240,6 @@ func (c *respConn) read() (string, error) {
 		return "", fmt.Errorf("redis: unexpected reply %q", line)
 	}
 }
+
+// ServerCPU is the CPU time of the processes the target started.
+func (t *Redis) ServerCPU() time.Duration { return processesCPU(t.proc) }

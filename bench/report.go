@@ -305,10 +305,14 @@ func (r *Report) Markdown() string {
 	b.WriteString("The null target answers at once, so its latency is the harness's floor (pacer wake-up, hand-off to a worker, recording). " +
 		"Send lag is how late requests left against their intended time (counted in every latency above). CPU is this process's: " +
 		"generator and client stack (plus the engine itself for in-process).\n\n")
-	b.WriteString("| target | workload | offered/s | latency p50 | p99 | send lag p50 | p99 | bench CPU (cores) | CPU µs/request |\n|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| target | workload | offered/s | latency p50 | p99 | send lag p50 | p99 | bench CPU (cores) | bench CPU µs/request | target's processes CPU (cores) |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, x := range r.generatorRows() {
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s | %s | %.2f | %.1f |\n", x.Target, x.Workload, x.OfferedRate,
-			fmtMS(x.Latency.P50), fmtMS(x.Latency.P99), fmtMS(x.SendLag.P50), fmtMS(x.SendLag.P99), x.CPUCores, x.CPUPerReq)
+		tcpu := ""
+		if x.TargetCPUCores > 0 {
+			tcpu = fmt.Sprintf("%.2f", x.TargetCPUCores)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s | %s | %.2f | %.1f | %s |\n", x.Target, x.Workload, x.OfferedRate,
+			fmtMS(x.Latency.P50), fmtMS(x.Latency.P99), fmtMS(x.SendLag.P50), fmtMS(x.SendLag.P99), x.CPUCores, x.CPUPerReq, tcpu)
 	}
 
 	b.WriteString("\n## Goals\n\n| goal | measured | status |\n|---|---|---|\n")

@@ -93,6 +93,9 @@ type Result struct {
 	// the in-process and null targets the target itself), in cores and per request.
 	CPUCores  float64 `json:"cpu_cores"`
 	CPUPerReq float64 `json:"cpu_us_per_request"`
+	// TargetCPUCores is the CPU the target's own processes used over the run
+	// (servers, Redis, etcd), in cores; 0 for in-process targets.
+	TargetCPUCores float64 `json:"target_cpu_cores,omitempty"`
 
 	ErrorSamples map[string]int64 `json:"error_samples,omitempty"`
 	// Skipped says why the run did not happen (the target lacks the request kind).
@@ -130,6 +133,11 @@ func Run(ctx context.Context, t Target, s *Schedule, cfg RunConfig) (*Result, er
 	runCtx, cancel := context.WithTimeout(ctx, s.Duration+grace)
 	defer cancel()
 
+	var targetCPU0 time.Duration
+	cr, hasCPU := t.(CPUReporter)
+	if hasCPU {
+		targetCPU0 = cr.ServerCPU()
+	}
 	cpu0 := cpuTime()
 	start := time.Now()
 	// One pacer releases each slot at its intended time into a queue the worker pool
@@ -226,6 +234,9 @@ loop:
 	}
 	wall := time.Since(start)
 	cpu := cpuTime() - cpu0
+	if hasCPU {
+		res.TargetCPUCores = (cr.ServerCPU() - targetCPU0).Seconds() / wall.Seconds()
+	}
 
 	all, byRegion, lag := rec.totals()
 	res.WallS = wall.Seconds()

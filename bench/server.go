@@ -374,3 +374,6 @@ func allowedOr(ok bool) Outcome {
 	}
 	return Denied
 }
+
+// ServerCPU is the CPU time of the processes the target started.
+func (s *Server) ServerCPU() time.Duration { return processesCPU(s.procs...) }

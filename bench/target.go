@@ -46,6 +46,12 @@ type Profiler interface {
 	CPUProfile(ctx context.Context, d time.Duration) ([]byte, error)
 }
 
+// CPUReporter is a target running in processes of its own: ServerCPU is their CPU
+// time so far, so a run can report how much of the machine the target used.
+type CPUReporter interface {
+	ServerCPU() time.Duration
+}
+
 // ErrNotAvailable marks a target that cannot run here (a binary or a server mode
 // that does not exist yet); reports show it as "not available" with the reason.
 var ErrNotAvailable = errors.New("not available")
