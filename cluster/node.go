@@ -451,6 +451,23 @@ func (n *Node) Read(ctx context.Context, customer string, stale bool, fn func(e 
 	})
 }
 
+// LookupRequest answers what the shard that owns customer remembers of a request
+// id (linearizable, like Read): its original Result (with Duplicate set) and
+// true, or false when the id is unknown. An id is unknown when it never applied
+// or was forgotten (older than the dedupe window, or pushed out by the table's
+// bounds), so false proves "never applied" only within those limits.
+func (n *Node) LookupRequest(ctx context.Context, customer, requestID string) (*fsm.Result, bool, error) {
+	s, err := n.shardOf(customer)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := n.linearize(ctx, s); err != nil {
+		return nil, false, err
+	}
+	r, ok := s.fsm.LookupRequest(requestID)
+	return r, ok, nil
+}
+
 // SetPolicy validates a policy document and replicates it, with one new version
 // number, through every shard's log. It returns the version. When some shards
 // fail, the others already run the new version: call SetPolicy again (it uses a

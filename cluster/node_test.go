@@ -213,6 +213,12 @@ func TestNodeReopen(t *testing.T) {
 	if !r.Duplicate {
 		t.Fatalf("retry after restart applied again: %+v", r)
 	}
+	if r, ok, err := n2.LookupRequest(ctxT(t), "cus_3", "a-cus_3-0"); err != nil || !ok || !r.Decision.Allowed {
+		t.Fatalf("lookup: %v %v %+v", err, ok, r)
+	}
+	if _, ok, err := n2.LookupRequest(ctxT(t), "cus_3", "never-sent"); err != nil || ok {
+		t.Fatalf("lookup of an unknown id: %v %v", err, ok)
+	}
 	// ...and new decisions continue from the old state.
 	mustApply(t, n2, "cus_3", allow("cus_3", "after-reopen", 10))
 	if got := meterOf(t, n2, "cus_3", false); !got.Equal(decimal.New(want["cus_3"]+10, 0)) {
