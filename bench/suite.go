@@ -50,6 +50,8 @@ type SuiteConfig struct {
 	RedisFsync string `json:"redis_fsync"`
 	// Timeout bounds one request.
 	Timeout time.Duration `json:"timeout_ns"`
+	// Grace is how long a run may overrun its schedule (see RunConfig.Grace).
+	Grace time.Duration `json:"grace_ns"`
 
 	Progress io.Writer `json:"-"`
 }
@@ -83,6 +85,7 @@ func Suites(name string) (SuiteConfig, error) {
 		base.SweepRates = []float64{1000, 2000, 5000, 10000, 20000, 30000, 50000, 100000}
 		base.SweepStep = 2 * time.Second
 		base.Warmup = 500 * time.Millisecond
+		base.Grace = time.Second
 		base.Customers, base.Capped = 1000, 20
 	case "full":
 		base.FixedRate = 5000
@@ -205,7 +208,7 @@ func (c *SuiteConfig) runTarget(ctx context.Context, t Target, f *Fixture, rep *
 			return nil, err
 		}
 		label := fmt.Sprintf("[%s %s %.0f/s]", t.Name(), w.Name, rate)
-		res, err := Run(ctx, t, s, RunConfig{Workers: workers, Progress: c.Progress, Label: label})
+		res, err := Run(ctx, t, s, RunConfig{Workers: workers, Progress: c.Progress, Label: label, Grace: c.Grace})
 		if err != nil {
 			return nil, err
 		}
