@@ -373,11 +373,14 @@ func (x *SetPolicyResponse) GetChanged() bool {
 	return false
 }
 
-// TestPolicyRequest carries conformance cases (the YAML format of
-// `capstanctl policy test`).
+// TestPolicyRequest carries case files, one case each, run in order. At most
+// 200 files, each at most 1 MiB of text; the whole request is at most 4 MiB
+// (send more as several requests).
 type TestPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cases         []string               `protobuf:"bytes,1,rep,name=cases,proto3" json:"cases,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Files []*CaseFile            `protobuf:"bytes,2,rep,name=files,proto3" json:"files,omitempty"`
+	// run, when not empty, runs only the cases whose name contains it.
+	Run           string `protobuf:"bytes,3,opt,name=run,proto3" json:"run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,24 +415,92 @@ func (*TestPolicyRequest) Descriptor() ([]byte, []int) {
 	return file_capstan_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *TestPolicyRequest) GetCases() []string {
+func (x *TestPolicyRequest) GetFiles() []*CaseFile {
 	if x != nil {
-		return x.Cases
+		return x.Files
 	}
 	return nil
 }
 
-// TestPolicyResponse is one result per case.
+func (x *TestPolicyRequest) GetRun() string {
+	if x != nil {
+		return x.Run
+	}
+	return ""
+}
+
+// CaseFile is one conformance case file.
+type CaseFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name names the file in results and failure messages ("caps.yaml"); at
+	// most 256 bytes. Empty names it files[i].
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// text is the case, in YAML.
+	Text          string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaseFile) Reset() {
+	*x = CaseFile{}
+	mi := &file_capstan_v1_policy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaseFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaseFile) ProtoMessage() {}
+
+func (x *CaseFile) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_policy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaseFile.ProtoReflect.Descriptor instead.
+func (*CaseFile) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_policy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CaseFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CaseFile) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// TestPolicyResponse is one result per case run, in request order.
 type TestPolicyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*TestPolicyResult    `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Results []*TestPolicyResult    `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Passed  uint32                 `protobuf:"varint,2,opt,name=passed,proto3" json:"passed,omitempty"`
+	Failed  uint32                 `protobuf:"varint,3,opt,name=failed,proto3" json:"failed,omitempty"`
+	// policy_version is the version of the policy in force that cases without a
+	// policy of their own ran under; 0 when every case brought its own.
+	PolicyVersion uint64 `protobuf:"varint,4,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TestPolicyResponse) Reset() {
 	*x = TestPolicyResponse{}
-	mi := &file_capstan_v1_policy_proto_msgTypes[7]
+	mi := &file_capstan_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +512,7 @@ func (x *TestPolicyResponse) String() string {
 func (*TestPolicyResponse) ProtoMessage() {}
 
 func (x *TestPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_v1_policy_proto_msgTypes[7]
+	mi := &file_capstan_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +525,7 @@ func (x *TestPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestPolicyResponse.ProtoReflect.Descriptor instead.
 func (*TestPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_capstan_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_capstan_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TestPolicyResponse) GetResults() []*TestPolicyResult {
@@ -464,19 +535,46 @@ func (x *TestPolicyResponse) GetResults() []*TestPolicyResult {
 	return nil
 }
 
+func (x *TestPolicyResponse) GetPassed() uint32 {
+	if x != nil {
+		return x.Passed
+	}
+	return 0
+}
+
+func (x *TestPolicyResponse) GetFailed() uint32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *TestPolicyResponse) GetPolicyVersion() uint64 {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return 0
+}
+
 // TestPolicyResult is one case's outcome.
 type TestPolicyResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Passed        bool                   `protobuf:"varint,2,opt,name=passed,proto3" json:"passed,omitempty"`
-	Failures      []string               `protobuf:"bytes,3,rep,name=failures,proto3" json:"failures,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Passed bool                   `protobuf:"varint,2,opt,name=passed,proto3" json:"passed,omitempty"`
+	// file is the case file's name (CaseFile.name).
+	File string `protobuf:"bytes,4,opt,name=file,proto3" json:"file,omitempty"`
+	// steps is how many steps ran, the failing one included.
+	Steps uint32 `protobuf:"varint,5,opt,name=steps,proto3" json:"steps,omitempty"`
+	// failure says where (file:line, step number and verb) and why the case
+	// failed: the first mismatch, with what was expected and what came back.
+	Failure       string `protobuf:"bytes,6,opt,name=failure,proto3" json:"failure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TestPolicyResult) Reset() {
 	*x = TestPolicyResult{}
-	mi := &file_capstan_v1_policy_proto_msgTypes[8]
+	mi := &file_capstan_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +586,7 @@ func (x *TestPolicyResult) String() string {
 func (*TestPolicyResult) ProtoMessage() {}
 
 func (x *TestPolicyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_v1_policy_proto_msgTypes[8]
+	mi := &file_capstan_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +599,7 @@ func (x *TestPolicyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestPolicyResult.ProtoReflect.Descriptor instead.
 func (*TestPolicyResult) Descriptor() ([]byte, []int) {
-	return file_capstan_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_capstan_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TestPolicyResult) GetName() string {
@@ -518,11 +616,25 @@ func (x *TestPolicyResult) GetPassed() bool {
 	return false
 }
 
-func (x *TestPolicyResult) GetFailures() []string {
+func (x *TestPolicyResult) GetFile() string {
 	if x != nil {
-		return x.Failures
+		return x.File
 	}
-	return nil
+	return ""
+}
+
+func (x *TestPolicyResult) GetSteps() uint32 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *TestPolicyResult) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
 }
 
 var File_capstan_v1_policy_proto protoreflect.FileDescriptor
@@ -551,15 +663,24 @@ const file_capstan_v1_policy_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"G\n" +
 	"\x11SetPolicyResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x18\n" +
-	"\achanged\x18\x02 \x01(\bR\achanged\")\n" +
-	"\x11TestPolicyRequest\x12\x14\n" +
-	"\x05cases\x18\x01 \x03(\tR\x05cases\"L\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\"^\n" +
+	"\x11TestPolicyRequest\x12*\n" +
+	"\x05files\x18\x02 \x03(\v2\x14.capstan.v1.CaseFileR\x05files\x12\x10\n" +
+	"\x03run\x18\x03 \x01(\tR\x03runJ\x04\b\x01\x10\x02R\x05cases\"2\n" +
+	"\bCaseFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"\xa3\x01\n" +
 	"\x12TestPolicyResponse\x126\n" +
-	"\aresults\x18\x01 \x03(\v2\x1c.capstan.v1.TestPolicyResultR\aresults\"Z\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.capstan.v1.TestPolicyResultR\aresults\x12\x16\n" +
+	"\x06passed\x18\x02 \x01(\rR\x06passed\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\rR\x06failed\x12%\n" +
+	"\x0epolicy_version\x18\x04 \x01(\x04R\rpolicyVersion\"\x92\x01\n" +
 	"\x10TestPolicyResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06passed\x18\x02 \x01(\bR\x06passed\x12\x1a\n" +
-	"\bfailures\x18\x03 \x03(\tR\bfailures2\xd3\x02\n" +
+	"\x06passed\x18\x02 \x01(\bR\x06passed\x12\x12\n" +
+	"\x04file\x18\x04 \x01(\tR\x04file\x12\x14\n" +
+	"\x05steps\x18\x05 \x01(\rR\x05steps\x12\x18\n" +
+	"\afailure\x18\x06 \x01(\tR\afailureJ\x04\b\x03\x10\x04R\bfailures2\xd3\x02\n" +
 	"\rPolicyService\x12M\n" +
 	"\tGetPolicy\x12\x1c.capstan.v1.GetPolicyRequest\x1a\x1d.capstan.v1.GetPolicyResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\x0eValidatePolicy\x12!.capstan.v1.ValidatePolicyRequest\x1a\".capstan.v1.ValidatePolicyResponse\"\x03\x90\x02\x01\x12H\n" +
@@ -579,7 +700,7 @@ func file_capstan_v1_policy_proto_rawDescGZIP() []byte {
 	return file_capstan_v1_policy_proto_rawDescData
 }
 
-var file_capstan_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_capstan_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_capstan_v1_policy_proto_goTypes = []any{
 	(*GetPolicyRequest)(nil),       // 0: capstan.v1.GetPolicyRequest
 	(*GetPolicyResponse)(nil),      // 1: capstan.v1.GetPolicyResponse
@@ -588,24 +709,26 @@ var file_capstan_v1_policy_proto_goTypes = []any{
 	(*SetPolicyRequest)(nil),       // 4: capstan.v1.SetPolicyRequest
 	(*SetPolicyResponse)(nil),      // 5: capstan.v1.SetPolicyResponse
 	(*TestPolicyRequest)(nil),      // 6: capstan.v1.TestPolicyRequest
-	(*TestPolicyResponse)(nil),     // 7: capstan.v1.TestPolicyResponse
-	(*TestPolicyResult)(nil),       // 8: capstan.v1.TestPolicyResult
+	(*CaseFile)(nil),               // 7: capstan.v1.CaseFile
+	(*TestPolicyResponse)(nil),     // 8: capstan.v1.TestPolicyResponse
+	(*TestPolicyResult)(nil),       // 9: capstan.v1.TestPolicyResult
 }
 var file_capstan_v1_policy_proto_depIdxs = []int32{
-	8, // 0: capstan.v1.TestPolicyResponse.results:type_name -> capstan.v1.TestPolicyResult
-	0, // 1: capstan.v1.PolicyService.GetPolicy:input_type -> capstan.v1.GetPolicyRequest
-	2, // 2: capstan.v1.PolicyService.ValidatePolicy:input_type -> capstan.v1.ValidatePolicyRequest
-	4, // 3: capstan.v1.PolicyService.SetPolicy:input_type -> capstan.v1.SetPolicyRequest
-	6, // 4: capstan.v1.PolicyService.TestPolicy:input_type -> capstan.v1.TestPolicyRequest
-	1, // 5: capstan.v1.PolicyService.GetPolicy:output_type -> capstan.v1.GetPolicyResponse
-	3, // 6: capstan.v1.PolicyService.ValidatePolicy:output_type -> capstan.v1.ValidatePolicyResponse
-	5, // 7: capstan.v1.PolicyService.SetPolicy:output_type -> capstan.v1.SetPolicyResponse
-	7, // 8: capstan.v1.PolicyService.TestPolicy:output_type -> capstan.v1.TestPolicyResponse
-	5, // [5:9] is the sub-list for method output_type
-	1, // [1:5] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	7, // 0: capstan.v1.TestPolicyRequest.files:type_name -> capstan.v1.CaseFile
+	9, // 1: capstan.v1.TestPolicyResponse.results:type_name -> capstan.v1.TestPolicyResult
+	0, // 2: capstan.v1.PolicyService.GetPolicy:input_type -> capstan.v1.GetPolicyRequest
+	2, // 3: capstan.v1.PolicyService.ValidatePolicy:input_type -> capstan.v1.ValidatePolicyRequest
+	4, // 4: capstan.v1.PolicyService.SetPolicy:input_type -> capstan.v1.SetPolicyRequest
+	6, // 5: capstan.v1.PolicyService.TestPolicy:input_type -> capstan.v1.TestPolicyRequest
+	1, // 6: capstan.v1.PolicyService.GetPolicy:output_type -> capstan.v1.GetPolicyResponse
+	3, // 7: capstan.v1.PolicyService.ValidatePolicy:output_type -> capstan.v1.ValidatePolicyResponse
+	5, // 8: capstan.v1.PolicyService.SetPolicy:output_type -> capstan.v1.SetPolicyResponse
+	8, // 9: capstan.v1.PolicyService.TestPolicy:output_type -> capstan.v1.TestPolicyResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_capstan_v1_policy_proto_init() }
@@ -619,7 +742,7 @@ func file_capstan_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capstan_v1_policy_proto_rawDesc), len(file_capstan_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -55,8 +55,13 @@ type PolicyServiceClient interface {
 	// SetPolicy installs a new policy on every shard. Customer state is kept and
 	// read under the new policy. An invalid document is INVALID_ARGUMENT.
 	SetPolicy(context.Context, *connect.Request[v1.SetPolicyRequest]) (*connect.Response[v1.SetPolicyResponse], error)
-	// TestPolicy runs conformance cases against a policy on the server. Not
-	// implemented yet: run `capstanctl policy test DIR` locally.
+	// TestPolicy runs conformance cases (the YAML format of `capstanctl policy
+	// test`) on the server, each against its own sandbox engine that starts
+	// empty: the cluster's customers and meters are never read or changed. Each
+	// case runs under its own policy, or under the policy in force when it has
+	// none. A failing case is a normal answer (passed = false with the
+	// failure); a file that is not a valid case, or a request over the bounds
+	// below, is INVALID_ARGUMENT.
 	TestPolicy(context.Context, *connect.Request[v1.TestPolicyRequest]) (*connect.Response[v1.TestPolicyResponse], error)
 }
 
@@ -138,8 +143,13 @@ type PolicyServiceHandler interface {
 	// SetPolicy installs a new policy on every shard. Customer state is kept and
 	// read under the new policy. An invalid document is INVALID_ARGUMENT.
 	SetPolicy(context.Context, *connect.Request[v1.SetPolicyRequest]) (*connect.Response[v1.SetPolicyResponse], error)
-	// TestPolicy runs conformance cases against a policy on the server. Not
-	// implemented yet: run `capstanctl policy test DIR` locally.
+	// TestPolicy runs conformance cases (the YAML format of `capstanctl policy
+	// test`) on the server, each against its own sandbox engine that starts
+	// empty: the cluster's customers and meters are never read or changed. Each
+	// case runs under its own policy, or under the policy in force when it has
+	// none. A failing case is a normal answer (passed = false with the
+	// failure); a file that is not a valid case, or a request over the bounds
+	// below, is INVALID_ARGUMENT.
 	TestPolicy(context.Context, *connect.Request[v1.TestPolicyRequest]) (*connect.Response[v1.TestPolicyResponse], error)
 }
 
