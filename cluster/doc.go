@@ -4,9 +4,10 @@
 //
 // What it owns:
 //
-//   - Routing. A customer belongs to shard jump(mix(fnv64a(id)), Shards): a jump
-//     consistent hash, fixed forever once a data directory is bootstrapped
-//     (node.json records the shard count and every open checks it).
+//   - Routing. A routing key (the customer id, or a key shared by customers
+//     that must be decided together) belongs to shard jump(mix(fnv64a(key)),
+//     Shards): a jump consistent hash, fixed forever once a data directory is
+//     bootstrapped (node.json records the shard count and every open checks it).
 //   - Proposals. Apply stamps the leader's clock (ms) and a request id when the
 //     caller gave none, bounds in-flight proposals per shard, and retries while
 //     the caller's context allows: a proposal that never reached the log is sent

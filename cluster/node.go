@@ -258,7 +258,10 @@ func invalidCommand(field, format string, args ...any) *fsm.Error {
 }
 
 // Apply proposes cmd on the shard that owns customer and returns the FSM's
-// Result; a refusal by the engine is Result.Err, not an error. It stamps
+// Result; a refusal by the engine is Result.Err, not an error. customer is the
+// routing key: the command's customer id, or a key shared by customers that must
+// be decided together (refs, shared caps), which then must be used for every
+// command and read of those customers (docs/cluster-contract.md). It stamps
 // cmd.Timestamp with this (the leader's) clock and, when cmd.RequestID is empty,
 // sets a generated one on cmd, so a caller can retry with it.
 //
@@ -276,12 +279,9 @@ func (n *Node) Apply(ctx context.Context, customer string, cmd *fsm.Command) (*f
 	case cmd.SetPolicy != nil:
 		return nil, invalidCommand("", "policy updates go through SetPolicy, to every shard")
 	case customer == "":
-		return nil, invalidCommand("customer", "required")
+		return nil, invalidCommand("customer", "a routing key (the customer id) is required")
 	case len(cmd.RequestID) > fsm.MaxRequestIDLength:
 		return nil, invalidCommand("request_id", "longer than %d bytes", fsm.MaxRequestIDLength)
-	}
-	if c := cmd.Customer(); c != "" && c != customer {
-		return nil, invalidCommand("customer", "command is for customer %q but was routed as %q", c, customer)
 	}
 	s, err := n.shardOf(customer)
 	if err != nil {

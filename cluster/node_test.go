@@ -271,7 +271,6 @@ func TestNodeApplyValidation(t *testing.T) {
 		cmd      *fsm.Command
 	}{
 		"nil":        {"c1", nil},
-		"misrouted":  {"c2", allow("c1", "", 1)},
 		"no op":      {"c1", &fsm.Command{}},
 		"set policy": {"c1", &fsm.Command{SetPolicy: &fsm.PolicyOp{Text: testPolicy, Version: 9}}},
 		"customer":   {"", allow("", "", 1)},
@@ -284,6 +283,17 @@ func TestNodeApplyValidation(t *testing.T) {
 	mustApply(t, n, "c1", cmd)
 	if cmd.RequestID == "" {
 		t.Fatal("no request id generated")
+	}
+	// The routing key need not be the customer id: customers sharing a key share
+	// a shard, and are read through the same key.
+	mustApply(t, n, "org-1", &fsm.Command{CreateCustomer: &engine.CreateCustomerRequest{ID: "member-a"}})
+	mustApply(t, n, "org-1", allow("member-a", "", 3))
+	var v decimal.Decimal
+	if err := n.Read(ctxT(t), "org-1", false, func(e *engine.Engine, _ int64) error {
+		v = e.Customer("member-a").Meters["api"].Value
+		return nil
+	}); err != nil || !v.Equal(decimal.New(3, 0)) {
+		t.Fatalf("read by routing key: %v %s", err, v)
 	}
 	// Engine refusals are results, not errors.
 	r, err := n.Apply(ctxT(t), "c1", &fsm.Command{Grant: &engine.GrantRequest{Customer: "c1", Credit: "tok", Value: decimal.New(-1, 0)}})
