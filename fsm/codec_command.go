@@ -135,7 +135,15 @@ func commandToPB(c *Command) (*fsmv1.Command, error) {
 	case c.Reserve != nil:
 		var a *fsmv1.AllowOp
 		a, err = allowToPB(&c.Reserve.AllowRequest)
-		p.Op = &fsmv1.Command_Reserve{Reserve: &fsmv1.ReserveOp{Allow: a, Omitted: c.Reserve.Omitted, TtlMs: c.Reserve.TTL}}
+		rop := &fsmv1.ReserveOp{Allow: a, Omitted: c.Reserve.Omitted, TtlMs: c.Reserve.TTL}
+		if !c.Reserve.Quantile.IsZero() {
+			q, err := decText("quantile", c.Reserve.Quantile)
+			if err != nil {
+				return nil, err
+			}
+			rop.Quantile = q
+		}
+		p.Op = &fsmv1.Command_Reserve{Reserve: rop}
 	case c.Settle != nil:
 		var a *fsmv1.AllowOp
 		a, err = allowToPB(&c.Settle.AllowRequest)
@@ -200,7 +208,14 @@ func allowToPB(r *engine.AllowRequest) (*fsmv1.AllowOp, error) {
 	}
 	a := &fsmv1.AllowOp{
 		Customer: r.Customer, Entitlement: r.Entitlement, Value: v, Unit: r.Unit,
-		EventData: r.EventData, NoEvents: r.NoEvents, Force: r.Force,
+		EventData: r.EventData, NoEvents: r.NoEvents, Force: r.Force, Segment: r.Segment,
+	}
+	if r.Basis != nil {
+		b, err := decText("basis", *r.Basis)
+		if err != nil {
+			return nil, err
+		}
+		a.Basis = &b
 	}
 	if len(r.Caps) > 0 {
 		a.Caps = make([]*fsmv1.CallCap, len(r.Caps))
@@ -272,6 +287,11 @@ func commandFromPB(p *fsmv1.Command) (*Command, error) {
 		c.Decrement, err = allowFromPB(op.Decrement)
 	case *fsmv1.Command_Reserve:
 		r := &engine.ReserveRequest{Omitted: op.Reserve.GetOmitted(), TTL: op.Reserve.GetTtlMs()}
+		if q := op.Reserve.GetQuantile(); q != "" {
+			if r.Quantile, err = parseDec("quantile", q, maxDecimalText); err != nil {
+				return nil, err
+			}
+		}
 		var a *engine.AllowRequest
 		if a, err = allowFromPB(op.Reserve.GetAllow()); err == nil {
 			r.AllowRequest = *a
@@ -349,7 +369,10 @@ func allowFromPB(a *fsmv1.AllowOp) (*engine.AllowRequest, error) {
 	}
 	r := &engine.AllowRequest{
 		Customer: a.Customer, Entitlement: a.Entitlement, Value: v, Unit: a.Unit,
-		EventData: a.EventData, NoEvents: a.NoEvents, Force: a.Force,
+		EventData: a.EventData, NoEvents: a.NoEvents, Force: a.Force, Segment: a.Segment,
+	}
+	if r.Basis, err = parseDecPtr("basis", a.Basis, maxDecimalText); err != nil {
+		return nil, err
 	}
 	if len(a.Caps) > 0 {
 		r.Caps = make([]engine.CallCap, len(a.Caps))

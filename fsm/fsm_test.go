@@ -21,11 +21,12 @@ func TestCommandRoundTrip(t *testing.T) {
 	yes := true
 	cmds := []*Command{
 		{Allow: &engine.AllowRequest{Customer: "c1", Entitlement: "chat", Value: dec("12.5"), Unit: "GB", EventData: `{"a":1}`,
-			NoEvents: true, Caps: []engine.CallCap{{Credit: "usd", Value: dec("0.25")}}, Overhead: decp("0.001"), Force: true}},
+			NoEvents: true, Caps: []engine.CallCap{{Credit: "usd", Value: dec("0.25")}}, Overhead: decp("0.001"), Force: true,
+			Segment: "sonnet", Basis: decp("1200")}},
 		{Allow: &engine.AllowRequest{Customer: "c1", Entitlement: "chat", Overhead: &decimal.Decimal{}}}, // zero decodes as the zero value
 		{Increment: &engine.AllowRequest{Customer: "c1", Entitlement: "chat"}},
 		{Decrement: &engine.AllowRequest{Customer: "c1", Entitlement: "chat"}},
-		{Reserve: &engine.ReserveRequest{AllowRequest: engine.AllowRequest{Customer: "c", Entitlement: "e", Value: dec("3")}, Omitted: true, TTL: 5000}},
+		{Reserve: &engine.ReserveRequest{AllowRequest: engine.AllowRequest{Customer: "c", Entitlement: "e", Value: dec("3")}, Omitted: true, TTL: 5000, Quantile: dec("0.95")}},
 		{Settle: &SettleOp{HoldID: "hold-1", AllowRequest: engine.AllowRequest{Customer: "c", Entitlement: "e", Value: dec("-2")}}},
 		{Release: &ReleaseOp{Customer: "c", Entitlement: "e", HoldID: "h"}},
 		{CreateCustomer: &engine.CreateCustomerRequest{ID: "c", Plan: "p", Type: "org", Label: "L", Refs: []string{"r"}, Alts: []string{"a"}, Metadata: map[string]string{"k": "v", "a": "b"}}},
@@ -49,6 +50,17 @@ func TestCommandRoundTrip(t *testing.T) {
 			Value: decp("100"), Increment: decp("2"), Resets: &yes, ResetInc: 10, ResetSch: "daily"}},
 		{RemoveOverride: &OverrideOp{Customer: "c", Entitlement: "e"}},
 		{SetPolicy: &PolicyOp{Text: "{}", Format: "json", Version: 3}},
+	}
+	// The richest sample of each request type sets every exported field, so a field
+	// added to an engine request fails here until the log encoding carries it.
+	for _, v := range []any{*cmds[0].Allow, *cmds[4].Reserve, *cmds[7].CreateCustomer, *cmds[16].AddCap, *cmds[21].Grant, *cmds[22].CreateOverride} {
+		rv := reflect.ValueOf(v)
+		for i := 0; i < rv.NumField(); i++ {
+			f := rv.Type().Field(i)
+			if f.IsExported() && !f.Anonymous && rv.Field(i).IsZero() {
+				t.Errorf("%s.%s is not set in the round-trip sample: add it (and make sure the codec carries it)", rv.Type().Name(), f.Name)
+			}
+		}
 	}
 	for _, c := range cmds {
 		c.RequestID, c.Timestamp = "r-"+c.OpName(), 12345

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"github.com/shopspring/decimal"
 
 	"connectrpc.com/connect"
 	"github.com/capstanhq/capstan/engine"
@@ -141,10 +142,15 @@ func (s limiter) Reserve(ctx context.Context, req *connect.Request[capstanv1.Res
 	ar := s.allowRequest(&ck, allowFields{m.Customer, m.Entitlement, m.Value, m.Unit, m.EventData, m.Overhead, m.Caps}, nonNegative)
 	ttl := ck.duration("ttl", m.Ttl)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ar.Segment, ar.Basis = s.estimateKey(&ck, m.Segment, m.Basis)
+	quantile := ck.amountOrZero("quantile", m.Quantile, nonNegative)
+	if quantile.GreaterThanOrEqual(decimal.NewFromInt(1)) {
+		ck.fail("quantile", "must be below 1, got %s", m.Quantile)
+	}
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	rr := &engine.ReserveRequest{AllowRequest: ar, Omitted: m.Value == "", TTL: ttl}
+	rr := &engine.ReserveRequest{AllowRequest: ar, Omitted: m.Value == "", TTL: ttl, Quantile: quantile}
 	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{Reserve: rr}, nil)
 	if err != nil {
 		return nil, err
@@ -167,6 +173,7 @@ func (s limiter) Settle(ctx context.Context, req *connect.Request[capstanv1.Sett
 	ar := s.allowRequest(&ck, allowFields{m.Customer, m.Entitlement, m.Value, m.Unit, m.EventData, m.Overhead, nil}, anySign)
 	ck.id("hold_id", m.HoldId)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ar.Segment, ar.Basis = s.estimateKey(&ck, m.Segment, m.Basis)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
@@ -247,4 +254,12 @@ func (c *core) getCap(ctx context.Context, customer, capID string, stale bool) (
 		return nil
 	})
 	return out, err
+}
+
+// estimateKey validates an estimate segment (a short name, like an id) and basis.
+func (s limiter) estimateKey(ck *check, segment, basis string) (string, *decimal.Decimal) {
+	if segment != "" {
+		ck.id("segment", segment)
+	}
+	return segment, ck.optAmount("basis", basis, nonNegative)
 }

@@ -321,6 +321,14 @@ func TestBadInput(t *testing.T) {
 			_, err := env.lim.Reserve(ctx, connect.NewRequest(&capstanv1.ReserveRequest{Customer: "u1", Entitlement: "ai_chat", Value: "-5"}))
 			return err
 		}, "value"},
+		{"reserve quantile 1.5", func(ctx context.Context, env *testEnv) error {
+			_, err := env.lim.Reserve(ctx, connect.NewRequest(&capstanv1.ReserveRequest{Customer: "u1", Entitlement: "ai_chat", Quantile: "1.5"}))
+			return err
+		}, "quantile"},
+		{"settle bad segment", func(ctx context.Context, env *testEnv) error {
+			_, err := env.lim.Settle(ctx, connect.NewRequest(&capstanv1.SettleRequest{Customer: "u1", Entitlement: "ai_chat", HoldId: "hold-1", Value: "1", Segment: "has space"}))
+			return err
+		}, "segment"},
 		{"reserve bad ttl", func(ctx context.Context, env *testEnv) error {
 			_, err := env.lim.Reserve(ctx, connect.NewRequest(&capstanv1.ReserveRequest{Customer: "u1", Entitlement: "ai_chat", Ttl: "forever"}))
 			return err

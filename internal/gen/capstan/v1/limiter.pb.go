@@ -832,8 +832,14 @@ type ReserveRequest struct {
 	Caps           map[string]string `protobuf:"bytes,7,rep,name=caps,proto3" json:"caps,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Overhead       string            `protobuf:"bytes,8,opt,name=overhead,proto3" json:"overhead,omitempty"`
 	IdempotencyKey string            `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// segment keys the learned usage estimate (e.g. a model name); empty = "all".
+	Segment string `protobuf:"bytes,10,opt,name=segment,proto3" json:"segment,omitempty"`
+	// basis scales a per-basis estimate (e.g. input tokens).
+	Basis string `protobuf:"bytes,11,opt,name=basis,proto3" json:"basis,omitempty"`
+	// quantile the estimate is held at when value is empty ("0.9" by default).
+	Quantile      string `protobuf:"bytes,12,opt,name=quantile,proto3" json:"quantile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReserveRequest) Reset() {
@@ -925,6 +931,27 @@ func (x *ReserveRequest) GetOverhead() string {
 func (x *ReserveRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetSegment() string {
+	if x != nil {
+		return x.Segment
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetBasis() string {
+	if x != nil {
+		return x.Basis
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetQuantile() string {
+	if x != nil {
+		return x.Quantile
 	}
 	return ""
 }
@@ -1045,8 +1072,11 @@ type SettleRequest struct {
 	NoEvents       bool   `protobuf:"varint,7,opt,name=no_events,json=noEvents,proto3" json:"no_events,omitempty"`
 	Overhead       string `protobuf:"bytes,8,opt,name=overhead,proto3" json:"overhead,omitempty"`
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// segment and basis say which estimate the actual usage teaches.
+	Segment       string `protobuf:"bytes,10,opt,name=segment,proto3" json:"segment,omitempty"`
+	Basis         string `protobuf:"bytes,11,opt,name=basis,proto3" json:"basis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SettleRequest) Reset() {
@@ -1138,6 +1168,20 @@ func (x *SettleRequest) GetOverhead() string {
 func (x *SettleRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SettleRequest) GetSegment() string {
+	if x != nil {
+		return x.Segment
+	}
+	return ""
+}
+
+func (x *SettleRequest) GetBasis() string {
+	if x != nil {
+		return x.Basis
 	}
 	return ""
 }
@@ -1668,7 +1712,7 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12%\n" +
 	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\x12)\n" +
 	"\x06events\x18\a \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xe1\x02\n" +
+	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xad\x03\n" +
 	"\x0eReserveRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x14\n" +
@@ -1679,7 +1723,11 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"event_data\x18\x06 \x01(\tR\teventData\x128\n" +
 	"\x04caps\x18\a \x03(\v2$.capstan.v1.ReserveRequest.CapsEntryR\x04caps\x12\x1a\n" +
 	"\boverhead\x18\b \x01(\tR\boverhead\x12'\n" +
-	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x1a7\n" +
+	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12\x18\n" +
+	"\asegment\x18\n" +
+	" \x01(\tR\asegment\x12\x14\n" +
+	"\x05basis\x18\v \x01(\tR\x05basis\x12\x1a\n" +
+	"\bquantile\x18\f \x01(\tR\bquantile\x1a7\n" +
 	"\tCapsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
@@ -1691,7 +1739,7 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\tremaining\x18\x05 \x01(\tR\tremaining\x127\n" +
 	"\tresets_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12%\n" +
 	"\x0epolicy_version\x18\a \x01(\x04R\rpolicyVersion\x12\x1c\n" +
-	"\tduplicate\x18\b \x01(\bR\tduplicate\"\x91\x02\n" +
+	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xc1\x02\n" +
 	"\rSettleRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x17\n" +
@@ -1702,7 +1750,10 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"event_data\x18\x06 \x01(\tR\teventData\x12\x1b\n" +
 	"\tno_events\x18\a \x01(\bR\bnoEvents\x12\x1a\n" +
 	"\boverhead\x18\b \x01(\tR\boverhead\x12'\n" +
-	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\"\xa0\x02\n" +
+	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12\x18\n" +
+	"\asegment\x18\n" +
+	" \x01(\tR\asegment\x12\x14\n" +
+	"\x05basis\x18\v \x01(\tR\x05basis\"\xa0\x02\n" +
 	"\x0eSettleResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x15\n" +

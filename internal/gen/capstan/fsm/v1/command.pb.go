@@ -493,16 +493,19 @@ func (x *CallCap) GetValue() string {
 
 // AllowOp is engine.AllowRequest.
 type AllowOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Customer      string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
-	Entitlement   string                 `protobuf:"bytes,2,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
-	Value         string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	Unit          string                 `protobuf:"bytes,4,opt,name=unit,proto3" json:"unit,omitempty"`
-	EventData     string                 `protobuf:"bytes,5,opt,name=event_data,json=eventData,proto3" json:"event_data,omitempty"`
-	NoEvents      bool                   `protobuf:"varint,6,opt,name=no_events,json=noEvents,proto3" json:"no_events,omitempty"`
-	Caps          []*CallCap             `protobuf:"bytes,7,rep,name=caps,proto3" json:"caps,omitempty"`
-	Overhead      *string                `protobuf:"bytes,8,opt,name=overhead,proto3,oneof" json:"overhead,omitempty"`
-	Force         bool                   `protobuf:"varint,9,opt,name=force,proto3" json:"force,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Customer    string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
+	Entitlement string                 `protobuf:"bytes,2,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
+	Value       string                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Unit        string                 `protobuf:"bytes,4,opt,name=unit,proto3" json:"unit,omitempty"`
+	EventData   string                 `protobuf:"bytes,5,opt,name=event_data,json=eventData,proto3" json:"event_data,omitempty"`
+	NoEvents    bool                   `protobuf:"varint,6,opt,name=no_events,json=noEvents,proto3" json:"no_events,omitempty"`
+	Caps        []*CallCap             `protobuf:"bytes,7,rep,name=caps,proto3" json:"caps,omitempty"`
+	Overhead    *string                `protobuf:"bytes,8,opt,name=overhead,proto3,oneof" json:"overhead,omitempty"`
+	Force       bool                   `protobuf:"varint,9,opt,name=force,proto3" json:"force,omitempty"`
+	// Estimate segment and basis (reserve predicts, settle learns).
+	Segment       string  `protobuf:"bytes,10,opt,name=segment,proto3" json:"segment,omitempty"`
+	Basis         *string `protobuf:"bytes,11,opt,name=basis,proto3,oneof" json:"basis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -600,12 +603,28 @@ func (x *AllowOp) GetForce() bool {
 	return false
 }
 
+func (x *AllowOp) GetSegment() string {
+	if x != nil {
+		return x.Segment
+	}
+	return ""
+}
+
+func (x *AllowOp) GetBasis() string {
+	if x != nil && x.Basis != nil {
+		return *x.Basis
+	}
+	return ""
+}
+
 // ReserveOp is engine.ReserveRequest.
 type ReserveOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Allow         *AllowOp               `protobuf:"bytes,1,opt,name=allow,proto3" json:"allow,omitempty"`
-	Omitted       bool                   `protobuf:"varint,2,opt,name=omitted,proto3" json:"omitted,omitempty"`
-	TtlMs         int64                  `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Allow   *AllowOp               `protobuf:"bytes,1,opt,name=allow,proto3" json:"allow,omitempty"`
+	Omitted bool                   `protobuf:"varint,2,opt,name=omitted,proto3" json:"omitted,omitempty"`
+	TtlMs   int64                  `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// Quantile the estimate is held at ("" = the default 0.9).
+	Quantile      string `protobuf:"bytes,4,opt,name=quantile,proto3" json:"quantile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -659,6 +678,13 @@ func (x *ReserveOp) GetTtlMs() int64 {
 		return x.TtlMs
 	}
 	return 0
+}
+
+func (x *ReserveOp) GetQuantile() string {
+	if x != nil {
+		return x.Quantile
+	}
+	return ""
 }
 
 // SettleOp drops a hold and records actual usage.
@@ -1786,7 +1812,7 @@ const file_capstan_fsm_v1_command_proto_rawDesc = "" +
 	"\x02op\"7\n" +
 	"\aCallCap\x12\x16\n" +
 	"\x06credit\x18\x01 \x01(\tR\x06credit\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x9e\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xdd\x02\n" +
 	"\aAllowOp\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x14\n" +
@@ -1797,12 +1823,17 @@ const file_capstan_fsm_v1_command_proto_rawDesc = "" +
 	"\tno_events\x18\x06 \x01(\bR\bnoEvents\x12+\n" +
 	"\x04caps\x18\a \x03(\v2\x17.capstan.fsm.v1.CallCapR\x04caps\x12\x1f\n" +
 	"\boverhead\x18\b \x01(\tH\x00R\boverhead\x88\x01\x01\x12\x14\n" +
-	"\x05force\x18\t \x01(\bR\x05forceB\v\n" +
-	"\t_overhead\"k\n" +
+	"\x05force\x18\t \x01(\bR\x05force\x12\x18\n" +
+	"\asegment\x18\n" +
+	" \x01(\tR\asegment\x12\x19\n" +
+	"\x05basis\x18\v \x01(\tH\x01R\x05basis\x88\x01\x01B\v\n" +
+	"\t_overheadB\b\n" +
+	"\x06_basis\"\x87\x01\n" +
 	"\tReserveOp\x12-\n" +
 	"\x05allow\x18\x01 \x01(\v2\x17.capstan.fsm.v1.AllowOpR\x05allow\x12\x18\n" +
 	"\aomitted\x18\x02 \x01(\bR\aomitted\x12\x15\n" +
-	"\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\"R\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\x12\x1a\n" +
+	"\bquantile\x18\x04 \x01(\tR\bquantile\"R\n" +
 	"\bSettleOp\x12\x17\n" +
 	"\ahold_id\x18\x01 \x01(\tR\x06holdId\x12-\n" +
 	"\x05allow\x18\x02 \x01(\v2\x17.capstan.fsm.v1.AllowOpR\x05allow\"b\n" +
