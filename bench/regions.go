@@ -15,15 +15,10 @@ import (
 // The harness cannot delay raft traffic itself: the nodes share the loopback device
 // (no tc netem on this kernel), and which peer a connection comes from is only known
 // inside the node. The node-to-node port wraps its dialer and listener with
-// internal/faultnet (issue 4's cluster work), and what the harness needs from it is
-// one thing:
-//
-//	capstan serve --region NAME --faults SPEC
-//
-// (--inject-latency is accepted as the flag's name too) where SPEC goes to
-// faultnet's Rules.Set on every node. The 3-node target passes String() there
-// when `capstan serve -h` lists the flag, and otherwise runs without injected
-// latency and says so in the report.
+// internal/faultnet (cluster.Config.RaftListener/RaftDial), and docs/cluster-contract.md
+// has `capstan serve` take the spec as `--region-latency`; the 3-node-regions target
+// passes String() there when `capstan serve -h` lists the flag, and otherwise runs
+// without injected latency and says so in the report.
 type RegionLatency map[[2]string]time.Duration
 
 // ParseRegionLatency reads "A<->B=DELAY" pairs separated by commas; "A<->B 40ms"

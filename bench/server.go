@@ -138,6 +138,10 @@ func serveFlags(bin string) (map[string]bool, error) {
 	return flags, nil
 }
 
+// Start starts the nodes. A cluster follows docs/cluster-contract.md: every node
+// gets its own API, raft and gossip ports; the first starts without --join, the
+// others join its gossip address; all say --bootstrap-expect so the cluster forms
+// (shards placed across the nodes' regions) once every node is in.
 func (s *Server) Start(ctx context.Context) error {
 	bin, err := s.findBin()
 	if err != nil {
@@ -148,25 +152,22 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.nodes > 1 && !flags["join"] {
-		return fmt.Errorf("%w: capstan serve has no --join flag yet (no multi-node mode to start)", ErrNotAvailable)
+	if s.nodes > 1 {
+		for _, f := range []string{"join", "gossip-addr", "bootstrap-expect"} {
+			if !flags[f] {
+				return fmt.Errorf("%w: capstan serve has no --%s flag yet (no multi-node mode to start)", ErrNotAvailable, f)
+			}
+		}
 	}
 	var latency RegionLatency
-	var latencyFlag string
 	if s.cfg.Latency != "" && s.nodes > 1 {
 		if latency, err = ParseRegionLatency(s.cfg.Latency); err != nil {
 			return err
 		}
-		switch {
-		case flags["faults"]:
-			latencyFlag = "--faults"
-		case flags["inject-latency"]:
-			latencyFlag = "--inject-latency"
-		}
-		if latencyFlag != "" {
-			s.notes = append(s.notes, "region latency injected (one way): "+latency.String())
+		if flags["region-latency"] {
+			s.notes = append(s.notes, "one-way latency injected between regions: "+latency.String())
 		} else {
-			s.notes = append(s.notes, "region latency NOT injected (capstan serve has no --faults hook yet)")
+			s.notes = append(s.notes, "region latency NOT injected (capstan serve has no --region-latency flag yet)")
 			latency = nil
 		}
 	}
@@ -177,27 +178,34 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := os.WriteFile(policy, []byte(SeedPolicy), 0o644); err != nil {
 		return err
 	}
-	ports, err := freePorts(2 * s.nodes)
+	const portsPerNode = 3 // API, raft, gossip
+	ports, err := freePorts(portsPerNode * s.nodes)
 	if err != nil {
 		return err
 	}
-	env := []string{"CAPSTAN_API_KEYS=" + benchKey + ":admin"}
+	addr := func(node, kind int) string { return fmt.Sprintf("127.0.0.1:%d", ports[portsPerNode*node+kind]) }
+	env := []string{"CAPSTAN_API_KEYS=" + benchKey + ":admin", "CAPSTAN_CLUSTER_KEY=" + benchKey + "-cluster"}
 	for i := 0; i < s.nodes; i++ {
 		id := fmt.Sprintf("n%d", i+1)
-		listen := fmt.Sprintf("127.0.0.1:%d", ports[2*i])
-		raft := fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])
-		args := []string{"serve", "--node-id", id, "--data-dir", filepath.Join(s.dir, id), "--listen", listen,
-			"--raft-addr", raft, "--region", s.regions[i], "--policy", policy, "--log-level", "warn"}
+		args := []string{"serve", "--node-id", id, "--data-dir", filepath.Join(s.dir, id), "--listen", addr(i, 0),
+			"--raft-addr", addr(i, 1), "--region", s.regions[i], "--policy", policy, "--log-level", "warn"}
 		if s.cfg.Shards > 0 {
 			args = append(args, "--shards", strconv.Itoa(s.cfg.Shards))
 		}
-		if i == 0 {
+		switch {
+		case s.nodes == 1:
 			args = append(args, "--bootstrap")
-		} else {
-			args = append(args, "--join", fmt.Sprintf("127.0.0.1:%d", ports[1]))
+		default:
+			args = append(args, "--gossip-addr", addr(i, 2), "--bootstrap-expect", strconv.Itoa(s.nodes))
+			if flags["replicas"] {
+				args = append(args, "--replicas", strconv.Itoa(min(3, s.nodes)))
+			}
+			if i > 0 {
+				args = append(args, "--join", addr(0, 2))
+			}
 		}
 		if latency != nil {
-			args = append(args, latencyFlag, latency.String())
+			args = append(args, "--region-latency", latency.String())
 		}
 		if s.cfg.Pprof {
 			args = append(args, "--pprof")
@@ -207,10 +215,10 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 		s.procs = append(s.procs, p)
-		s.urls = append(s.urls, "http://"+listen)
+		s.urls = append(s.urls, "http://"+addr(i, 0))
 	}
 	for i, p := range s.procs {
-		if err := waitFor(ctx, p, 60*time.Second, func(ctx context.Context) error { return healthy(ctx, s.urls[i]) }); err != nil {
+		if err := waitFor(ctx, p, 90*time.Second, func(ctx context.Context) error { return healthy(ctx, s.urls[i]) }); err != nil {
 			return fmt.Errorf("%s: node %d: %w", s.Name(), i+1, err)
 		}
 	}

@@ -55,7 +55,7 @@ func run(args []string) error {
 		shards    = fs.Int("shards", 0, "shards (raft groups) of the capstan servers (0: the server's default)")
 		regions   = fs.String("regions", "us-east,eu-west,ap-south", "regions of the 3-node cluster's nodes (clients are spread evenly over them)")
 		latency   = fs.String("region-latency", "us-east<->eu-west=40ms,us-east<->ap-south=90ms,eu-west<->ap-south=60ms",
-			"simulated one-way delay between regions for the 3-node target, faultnet syntax (needs the --faults hook in capstan serve), \"\" for none")
+			"simulated one-way delay between regions for the 3-node-regions target, faultnet syntax, passed to capstan serve --region-latency; \"\" for none")
 		redisFsync = fs.String("redis-fsync", "everysec", "Redis appendfsync: everysec, always or no")
 		pprofNodes = fs.Bool("pprof", false, "serve /debug/pprof on the capstan nodes and save a CPU profile of the first node over the uniform run")
 		keep       = fs.Bool("keep-data", false, "keep the capstan nodes' data directories and logs")
