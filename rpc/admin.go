@@ -11,6 +11,7 @@ import (
 
 // admin serves capstan.v1.AdminService.
 type admin struct {
+	capstanv1connect.UnimplementedAdminServiceHandler
 	*core
 	version string
 }

@@ -68,7 +68,9 @@ type StatusResponse struct {
 	PolicyVersion uint64         `protobuf:"varint,4,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	Shards        []*ShardStatus `protobuf:"bytes,5,rep,name=shards,proto3" json:"shards,omitempty"`
 	// raft_address is this node's node-to-node address.
-	RaftAddress   string `protobuf:"bytes,6,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	RaftAddress string `protobuf:"bytes,6,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// cluster_id names the cluster this node joined ("" for a standalone node).
+	ClusterId     string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -145,6 +147,13 @@ func (x *StatusResponse) GetRaftAddress() string {
 	return ""
 }
 
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 // ShardStatus is one raft group.
 type ShardStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -165,7 +174,11 @@ type ShardStatus struct {
 	// policy_version is the policy the shard runs.
 	PolicyVersion uint64 `protobuf:"varint,9,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	// hash_index is the applied index state_hash describes.
-	HashIndex     uint64 `protobuf:"varint,10,opt,name=hash_index,json=hashIndex,proto3" json:"hash_index,omitempty"`
+	HashIndex uint64 `protobuf:"varint,10,opt,name=hash_index,json=hashIndex,proto3" json:"hash_index,omitempty"`
+	// replicas are the shard's voters as each reports itself.
+	Replicas []*ReplicaStatus `protobuf:"bytes,11,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// home_region is the region whose replicas leadership prefers.
+	HomeRegion    string `protobuf:"bytes,12,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,20 +283,615 @@ func (x *ShardStatus) GetHashIndex() uint64 {
 	return 0
 }
 
+func (x *ShardStatus) GetReplicas() []*ReplicaStatus {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *ShardStatus) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
+}
+
+// ReplicaStatus is one voter of a shard, as its node reports it.
+type ReplicaStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Region string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	// state is the replica's raft state; "unreachable" when its node did not
+	// answer.
+	State         string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	AppliedIndex  uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastIndex     uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	StateHash     string `protobuf:"bytes,6,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	HashIndex     uint64 `protobuf:"varint,7,opt,name=hash_index,json=hashIndex,proto3" json:"hash_index,omitempty"`
+	PolicyVersion uint64 `protobuf:"varint,8,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStatus) Reset() {
+	*x = ReplicaStatus{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStatus) ProtoMessage() {}
+
+func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
+func (*ReplicaStatus) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReplicaStatus) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ReplicaStatus) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *ReplicaStatus) GetStateHash() string {
+	if x != nil {
+		return x.StateHash
+	}
+	return ""
+}
+
+func (x *ReplicaStatus) GetHashIndex() uint64 {
+	if x != nil {
+		return x.HashIndex
+	}
+	return 0
+}
+
+func (x *ReplicaStatus) GetPolicyVersion() uint64 {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return 0
+}
+
+// MembersRequest is empty.
+type MembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersRequest) Reset() {
+	*x = MembersRequest{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersRequest) ProtoMessage() {}
+
+func (x *MembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
+func (*MembersRequest) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+// MembersResponse lists every node the cluster knows.
+type MembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersResponse) Reset() {
+	*x = MembersResponse{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersResponse) ProtoMessage() {}
+
+func (x *MembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
+func (*MembersResponse) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// Member is one node.
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Region        string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	ApiAddress    string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	RaftAddress   string                 `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GossipAddress string                 `protobuf:"bytes,5,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// state is alive, suspect, dead or left.
+	State string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	// shards_led are the shards this node leads (as it last gossiped).
+	ShardsLed []uint32 `protobuf:"varint,7,rep,packed,name=shards_led,json=shardsLed,proto3" json:"shards_led,omitempty"`
+	// shards are the shards this node holds a replica of.
+	Shards        []uint32 `protobuf:"varint,8,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Member) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Member) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *Member) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *Member) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *Member) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
+func (x *Member) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Member) GetShardsLed() []uint32 {
+	if x != nil {
+		return x.ShardsLed
+	}
+	return nil
+}
+
+func (x *Member) GetShards() []uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+// TransferLeadershipRequest names a shard and, optionally, its next leader.
+type TransferLeadershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// to_node is the replica to hand leadership to; empty picks one.
+	ToNode        string `protobuf:"bytes,2,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TransferLeadershipRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *TransferLeadershipRequest) GetToNode() string {
+	if x != nil {
+		return x.ToNode
+	}
+	return ""
+}
+
+// TransferLeadershipResponse names the shard's leader after the transfer.
+type TransferLeadershipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TransferLeadershipResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+// RemoveNodeRequest names the node to remove.
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+// RemoveNodeResponse lists what changed.
+type RemoveNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// shards are the shards the node was a voter of.
+	Shards []uint32 `protobuf:"varint,1,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	// replacements maps a shard to the node that took the removed replica's
+	// place ("" when no node was available).
+	Replacements  map[uint32]string `protobuf:"bytes,2,rep,name=replacements,proto3" json:"replacements,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RemoveNodeResponse) GetShards() []uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *RemoveNodeResponse) GetReplacements() map[uint32]string {
+	if x != nil {
+		return x.Replacements
+	}
+	return nil
+}
+
+// SetShardHomeRequest names a shard and a region.
+type SetShardHomeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Region        string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetShardHomeRequest) Reset() {
+	*x = SetShardHomeRequest{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetShardHomeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetShardHomeRequest) ProtoMessage() {}
+
+func (x *SetShardHomeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetShardHomeRequest.ProtoReflect.Descriptor instead.
+func (*SetShardHomeRequest) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetShardHomeRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *SetShardHomeRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+// SetShardHomeResponse is empty.
+type SetShardHomeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetShardHomeResponse) Reset() {
+	*x = SetShardHomeResponse{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetShardHomeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetShardHomeResponse) ProtoMessage() {}
+
+func (x *SetShardHomeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetShardHomeResponse.ProtoReflect.Descriptor instead.
+func (*SetShardHomeResponse) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
 var File_capstan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_capstan_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16capstan/v1/admin.proto\x12\n" +
 	"capstan.v1\"\x0f\n" +
-	"\rStatusRequest\"\xd6\x01\n" +
+	"\rStatusRequest\"\xf5\x01\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12%\n" +
 	"\x0epolicy_version\x18\x04 \x01(\x04R\rpolicyVersion\x12/\n" +
 	"\x06shards\x18\x05 \x03(\v2\x17.capstan.v1.ShardStatusR\x06shards\x12!\n" +
-	"\fraft_address\x18\x06 \x01(\tR\vraftAddress\"\xbf\x02\n" +
+	"\fraft_address\x18\x06 \x01(\tR\vraftAddress\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\"\x97\x03\n" +
 	"\vShardStatus\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12%\n" +
@@ -298,9 +906,60 @@ const file_capstan_v1_admin_proto_rawDesc = "" +
 	"\x0epolicy_version\x18\t \x01(\x04R\rpolicyVersion\x12\x1d\n" +
 	"\n" +
 	"hash_index\x18\n" +
-	" \x01(\x04R\thashIndex2T\n" +
+	" \x01(\x04R\thashIndex\x125\n" +
+	"\breplicas\x18\v \x03(\v2\x19.capstan.v1.ReplicaStatusR\breplicas\x12\x1f\n" +
+	"\vhome_region\x18\f \x01(\tR\n" +
+	"homeRegion\"\xff\x01\n" +
+	"\rReplicaStatus\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12#\n" +
+	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\x06 \x01(\tR\tstateHash\x12\x1d\n" +
+	"\n" +
+	"hash_index\x18\a \x01(\x04R\thashIndex\x12%\n" +
+	"\x0epolicy_version\x18\b \x01(\x04R\rpolicyVersion\"\x10\n" +
+	"\x0eMembersRequest\"?\n" +
+	"\x0fMembersResponse\x12,\n" +
+	"\amembers\x18\x01 \x03(\v2\x12.capstan.v1.MemberR\amembers\"\xf1\x01\n" +
+	"\x06Member\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12\x1f\n" +
+	"\vapi_address\x18\x03 \x01(\tR\n" +
+	"apiAddress\x12!\n" +
+	"\fraft_address\x18\x04 \x01(\tR\vraftAddress\x12%\n" +
+	"\x0egossip_address\x18\x05 \x01(\tR\rgossipAddress\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"shards_led\x18\a \x03(\rR\tshardsLed\x12\x16\n" +
+	"\x06shards\x18\b \x03(\rR\x06shards\"J\n" +
+	"\x19TransferLeadershipRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x17\n" +
+	"\ato_node\x18\x02 \x01(\tR\x06toNode\"4\n" +
+	"\x1aTransferLeadershipResponse\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\tR\x06leader\",\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xc3\x01\n" +
+	"\x12RemoveNodeResponse\x12\x16\n" +
+	"\x06shards\x18\x01 \x03(\rR\x06shards\x12T\n" +
+	"\freplacements\x18\x02 \x03(\v20.capstan.v1.RemoveNodeResponse.ReplacementsEntryR\freplacements\x1a?\n" +
+	"\x11ReplacementsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
+	"\x13SetShardHomeRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\"\x16\n" +
+	"\x14SetShardHomeResponse2\xa2\x03\n" +
 	"\fAdminService\x12D\n" +
-	"\x06Status\x12\x19.capstan.v1.StatusRequest\x1a\x1a.capstan.v1.StatusResponse\"\x03\x90\x02\x01B@Z>github.com/capstanhq/capstan/internal/gen/capstan/v1;capstanv1b\x06proto3"
+	"\x06Status\x12\x19.capstan.v1.StatusRequest\x1a\x1a.capstan.v1.StatusResponse\"\x03\x90\x02\x01\x12G\n" +
+	"\aMembers\x12\x1a.capstan.v1.MembersRequest\x1a\x1b.capstan.v1.MembersResponse\"\x03\x90\x02\x01\x12c\n" +
+	"\x12TransferLeadership\x12%.capstan.v1.TransferLeadershipRequest\x1a&.capstan.v1.TransferLeadershipResponse\x12K\n" +
+	"\n" +
+	"RemoveNode\x12\x1d.capstan.v1.RemoveNodeRequest\x1a\x1e.capstan.v1.RemoveNodeResponse\x12Q\n" +
+	"\fSetShardHome\x12\x1f.capstan.v1.SetShardHomeRequest\x1a .capstan.v1.SetShardHomeResponseB@Z>github.com/capstanhq/capstan/internal/gen/capstan/v1;capstanv1b\x06proto3"
 
 var (
 	file_capstan_v1_admin_proto_rawDescOnce sync.Once
@@ -314,21 +973,43 @@ func file_capstan_v1_admin_proto_rawDescGZIP() []byte {
 	return file_capstan_v1_admin_proto_rawDescData
 }
 
-var file_capstan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_capstan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_capstan_v1_admin_proto_goTypes = []any{
-	(*StatusRequest)(nil),  // 0: capstan.v1.StatusRequest
-	(*StatusResponse)(nil), // 1: capstan.v1.StatusResponse
-	(*ShardStatus)(nil),    // 2: capstan.v1.ShardStatus
+	(*StatusRequest)(nil),              // 0: capstan.v1.StatusRequest
+	(*StatusResponse)(nil),             // 1: capstan.v1.StatusResponse
+	(*ShardStatus)(nil),                // 2: capstan.v1.ShardStatus
+	(*ReplicaStatus)(nil),              // 3: capstan.v1.ReplicaStatus
+	(*MembersRequest)(nil),             // 4: capstan.v1.MembersRequest
+	(*MembersResponse)(nil),            // 5: capstan.v1.MembersResponse
+	(*Member)(nil),                     // 6: capstan.v1.Member
+	(*TransferLeadershipRequest)(nil),  // 7: capstan.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 8: capstan.v1.TransferLeadershipResponse
+	(*RemoveNodeRequest)(nil),          // 9: capstan.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),         // 10: capstan.v1.RemoveNodeResponse
+	(*SetShardHomeRequest)(nil),        // 11: capstan.v1.SetShardHomeRequest
+	(*SetShardHomeResponse)(nil),       // 12: capstan.v1.SetShardHomeResponse
+	nil,                                // 13: capstan.v1.RemoveNodeResponse.ReplacementsEntry
 }
 var file_capstan_v1_admin_proto_depIdxs = []int32{
-	2, // 0: capstan.v1.StatusResponse.shards:type_name -> capstan.v1.ShardStatus
-	0, // 1: capstan.v1.AdminService.Status:input_type -> capstan.v1.StatusRequest
-	1, // 2: capstan.v1.AdminService.Status:output_type -> capstan.v1.StatusResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2,  // 0: capstan.v1.StatusResponse.shards:type_name -> capstan.v1.ShardStatus
+	3,  // 1: capstan.v1.ShardStatus.replicas:type_name -> capstan.v1.ReplicaStatus
+	6,  // 2: capstan.v1.MembersResponse.members:type_name -> capstan.v1.Member
+	13, // 3: capstan.v1.RemoveNodeResponse.replacements:type_name -> capstan.v1.RemoveNodeResponse.ReplacementsEntry
+	0,  // 4: capstan.v1.AdminService.Status:input_type -> capstan.v1.StatusRequest
+	4,  // 5: capstan.v1.AdminService.Members:input_type -> capstan.v1.MembersRequest
+	7,  // 6: capstan.v1.AdminService.TransferLeadership:input_type -> capstan.v1.TransferLeadershipRequest
+	9,  // 7: capstan.v1.AdminService.RemoveNode:input_type -> capstan.v1.RemoveNodeRequest
+	11, // 8: capstan.v1.AdminService.SetShardHome:input_type -> capstan.v1.SetShardHomeRequest
+	1,  // 9: capstan.v1.AdminService.Status:output_type -> capstan.v1.StatusResponse
+	5,  // 10: capstan.v1.AdminService.Members:output_type -> capstan.v1.MembersResponse
+	8,  // 11: capstan.v1.AdminService.TransferLeadership:output_type -> capstan.v1.TransferLeadershipResponse
+	10, // 12: capstan.v1.AdminService.RemoveNode:output_type -> capstan.v1.RemoveNodeResponse
+	12, // 13: capstan.v1.AdminService.SetShardHome:output_type -> capstan.v1.SetShardHomeResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_capstan_v1_admin_proto_init() }
@@ -342,7 +1023,7 @@ func file_capstan_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capstan_v1_admin_proto_rawDesc), len(file_capstan_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,8 +37,11 @@ type CreateCustomerRequest struct {
 	// metadata, when not empty, replaces the customer's metadata.
 	Metadata       map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	IdempotencyKey string            `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,9,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateCustomerRequest) Reset() {
@@ -127,6 +130,13 @@ func (x *CreateCustomerRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *CreateCustomerRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
 // CreateCustomerResponse is the customer after the call.
 type CreateCustomerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -190,9 +200,12 @@ func (x *CreateCustomerResponse) GetDuplicate() bool {
 
 // GetCustomerRequest names a customer (id or alt id).
 type GetCustomerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Stale         bool                   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Stale bool                   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,3,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,6 +252,13 @@ func (x *GetCustomerRequest) GetStale() bool {
 		return x.Stale
 	}
 	return false
+}
+
+func (x *GetCustomerRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
 }
 
 // GetCustomerResponse is the customer as of now.
@@ -291,8 +311,11 @@ type DeleteCustomerRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,3,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteCustomerRequest) Reset() {
@@ -335,6 +358,13 @@ func (x *DeleteCustomerRequest) GetId() string {
 func (x *DeleteCustomerRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *DeleteCustomerRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -401,8 +431,11 @@ type SetPlanRequest struct {
 	// existing meters are kept.
 	OverwriteMeters bool   `protobuf:"varint,3,opt,name=overwrite_meters,json=overwriteMeters,proto3" json:"overwrite_meters,omitempty"`
 	IdempotencyKey  string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,5,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetPlanRequest) Reset() {
@@ -459,6 +492,13 @@ func (x *SetPlanRequest) GetOverwriteMeters() bool {
 func (x *SetPlanRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SetPlanRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -522,8 +562,11 @@ type SetRefsRequest struct {
 	Customer       string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
 	Refs           []string               `protobuf:"bytes,2,rep,name=refs,proto3" json:"refs,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetRefsRequest) Reset() {
@@ -573,6 +616,13 @@ func (x *SetRefsRequest) GetRefs() []string {
 func (x *SetRefsRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SetRefsRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -636,8 +686,11 @@ type SetMetadataRequest struct {
 	Customer       string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
 	Metadata       map[string]string      `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetMetadataRequest) Reset() {
@@ -687,6 +740,13 @@ func (x *SetMetadataRequest) GetMetadata() map[string]string {
 func (x *SetMetadataRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SetMetadataRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -750,8 +810,11 @@ type SetAltIdRequest struct {
 	Customer       string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
 	AltId          string                 `protobuf:"bytes,2,opt,name=alt_id,json=altId,proto3" json:"alt_id,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetAltIdRequest) Reset() {
@@ -801,6 +864,13 @@ func (x *SetAltIdRequest) GetAltId() string {
 func (x *SetAltIdRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SetAltIdRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -864,8 +934,11 @@ type DeleteAltIdRequest struct {
 	Customer       string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
 	AltId          string                 `protobuf:"bytes,2,opt,name=alt_id,json=altId,proto3" json:"alt_id,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteAltIdRequest) Reset() {
@@ -915,6 +988,13 @@ func (x *DeleteAltIdRequest) GetAltId() string {
 func (x *DeleteAltIdRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *DeleteAltIdRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -992,8 +1072,11 @@ type CreateOverrideRequest struct {
 	// reset_sch is a calendar schedule ("monthly:1", "weekly:mon").
 	ResetSch       string `protobuf:"bytes,10,opt,name=reset_sch,json=resetSch,proto3" json:"reset_sch,omitempty"`
 	IdempotencyKey string `protobuf:"bytes,11,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,12,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateOverrideRequest) Reset() {
@@ -1103,6 +1186,13 @@ func (x *CreateOverrideRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *CreateOverrideRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
 // CreateOverrideResponse is the customer's new limit.
 type CreateOverrideResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1170,8 +1260,11 @@ type RemoveOverrideRequest struct {
 	Customer       string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
 	Entitlement    string                 `protobuf:"bytes,2,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveOverrideRequest) Reset() {
@@ -1221,6 +1314,13 @@ func (x *RemoveOverrideRequest) GetEntitlement() string {
 func (x *RemoveOverrideRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *RemoveOverrideRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -1292,8 +1392,11 @@ type ApplyTopupRequest struct {
 	Customer       string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
 	Topup          string                 `protobuf:"bytes,2,opt,name=topup,proto3" json:"topup,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyTopupRequest) Reset() {
@@ -1343,6 +1446,13 @@ func (x *ApplyTopupRequest) GetTopup() string {
 func (x *ApplyTopupRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *ApplyTopupRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -1420,8 +1530,11 @@ type GrantRequest struct {
 	// expires_on ends the grant; unset = never.
 	ExpiresOn      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_on,json=expiresOn,proto3" json:"expires_on,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,7,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GrantRequest) Reset() {
@@ -1496,6 +1609,13 @@ func (x *GrantRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *GrantRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
 // GrantResponse is the new grant.
 type GrantResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1559,10 +1679,13 @@ func (x *GrantResponse) GetDuplicate() bool {
 
 // CreditRemainingRequest names a customer and a credit (or currency).
 type CreditRemainingRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Customer      string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
-	Credit        string                 `protobuf:"bytes,2,opt,name=credit,proto3" json:"credit,omitempty"`
-	Stale         bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Customer string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
+	Credit   string                 `protobuf:"bytes,2,opt,name=credit,proto3" json:"credit,omitempty"`
+	Stale    bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1616,6 +1739,13 @@ func (x *CreditRemainingRequest) GetStale() bool {
 		return x.Stale
 	}
 	return false
+}
+
+func (x *CreditRemainingRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
 }
 
 // CreditRemainingResponse is the grant balance, other credits converted.
@@ -1704,8 +1834,11 @@ type AddCapRequest struct {
 	// expires_on removes the cap; unset = never.
 	ExpiresOn      *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=expires_on,json=expiresOn,proto3" json:"expires_on,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,19,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,20,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddCapRequest) Reset() {
@@ -1871,6 +2004,13 @@ func (x *AddCapRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *AddCapRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
 // AddCapResponse is the new cap.
 type AddCapResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1934,10 +2074,13 @@ func (x *AddCapResponse) GetDuplicate() bool {
 
 // GetCapRequest names a customer's cap.
 type GetCapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Customer      string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
-	CapId         string                 `protobuf:"bytes,2,opt,name=cap_id,json=capId,proto3" json:"cap_id,omitempty"`
-	Stale         bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Customer string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
+	CapId    string                 `protobuf:"bytes,2,opt,name=cap_id,json=capId,proto3" json:"cap_id,omitempty"`
+	Stale    bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1993,6 +2136,13 @@ func (x *GetCapRequest) GetStale() bool {
 	return false
 }
 
+func (x *GetCapRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
 // GetCapResponse is the cap as of now.
 type GetCapResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2044,8 +2194,11 @@ type ResetCapRequest struct {
 	Customer       string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
 	CapId          string                 `protobuf:"bytes,2,opt,name=cap_id,json=capId,proto3" json:"cap_id,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResetCapRequest) Reset() {
@@ -2095,6 +2248,13 @@ func (x *ResetCapRequest) GetCapId() string {
 func (x *ResetCapRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *ResetCapRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -2158,8 +2318,11 @@ type RemoveCapRequest struct {
 	Customer       string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
 	CapId          string                 `protobuf:"bytes,2,opt,name=cap_id,json=capId,proto3" json:"cap_id,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveCapRequest) Reset() {
@@ -2209,6 +2372,13 @@ func (x *RemoveCapRequest) GetCapId() string {
 func (x *RemoveCapRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *RemoveCapRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -2268,9 +2438,12 @@ func (x *RemoveCapResponse) GetDuplicate() bool {
 
 // ListCapsRequest names a customer.
 type ListCapsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Customer      string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
-	Stale         bool                   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Customer string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
+	Stale    bool                   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,3,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2317,6 +2490,13 @@ func (x *ListCapsRequest) GetStale() bool {
 		return x.Stale
 	}
 	return false
+}
+
+func (x *ListCapsRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
 }
 
 // ListCapsResponse lists the caps as of now.
@@ -2369,7 +2549,7 @@ var File_capstan_v1_customers_proto protoreflect.FileDescriptor
 const file_capstan_v1_customers_proto_rawDesc = "" +
 	"\n" +
 	"\x1acapstan/v1/customers.proto\x12\n" +
-	"capstan.v1\x1a\x16capstan/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x02\n" +
+	"capstan.v1\x1a\x16capstan/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x02\n" +
 	"\x15CreateCustomerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04plan\x18\x02 \x01(\tR\x04plan\x12\x12\n" +
@@ -2378,64 +2558,80 @@ const file_capstan_v1_customers_proto_rawDesc = "" +
 	"\x04refs\x18\x05 \x03(\tR\x04refs\x12\x17\n" +
 	"\aalt_ids\x18\x06 \x03(\tR\x06altIds\x12K\n" +
 	"\bmetadata\x18\a \x03(\v2/.capstan.v1.CreateCustomerRequest.MetadataEntryR\bmetadata\x12'\n" +
-	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x1a;\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\t \x01(\tR\n" +
+	"routingKey\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x01\n" +
 	"\x16CreateCustomerResponse\x120\n" +
 	"\bcustomer\x18\x01 \x01(\v2\x14.capstan.v1.CustomerR\bcustomer\x12)\n" +
 	"\x06events\x18\x02 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\":\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"[\n" +
 	"\x12GetCustomerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"G\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x1f\n" +
+	"\vrouting_key\x18\x03 \x01(\tR\n" +
+	"routingKey\"G\n" +
 	"\x13GetCustomerResponse\x120\n" +
-	"\bcustomer\x18\x01 \x01(\v2\x14.capstan.v1.CustomerR\bcustomer\"P\n" +
+	"\bcustomer\x18\x01 \x01(\v2\x14.capstan.v1.CustomerR\bcustomer\"q\n" +
 	"\x15DeleteCustomerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
-	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\"a\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x03 \x01(\tR\n" +
+	"routingKey\"a\n" +
 	"\x16DeleteCustomerResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x94\x01\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xb5\x01\n" +
 	"\x0eSetPlanRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x12\n" +
 	"\x04plan\x18\x02 \x01(\tR\x04plan\x12)\n" +
 	"\x10overwrite_meters\x18\x03 \x01(\bR\x0foverwriteMeters\x12'\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"Z\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x05 \x01(\tR\n" +
+	"routingKey\"Z\n" +
 	"\x0fSetPlanResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"i\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x8a\x01\n" +
 	"\x0eSetRefsRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x12\n" +
 	"\x04refs\x18\x02 \x03(\tR\x04refs\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"Z\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"Z\n" +
 	"\x0fSetRefsResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xe0\x01\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x81\x02\n" +
 	"\x12SetMetadataRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12H\n" +
 	"\bmetadata\x18\x02 \x03(\v2,.capstan.v1.SetMetadataRequest.MetadataEntryR\bmetadata\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x1a;\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
 	"\x13SetMetadataResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"m\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x8e\x01\n" +
 	"\x0fSetAltIdRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x15\n" +
 	"\x06alt_id\x18\x02 \x01(\tR\x05altId\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"[\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"[\n" +
 	"\x10SetAltIdResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"p\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x91\x01\n" +
 	"\x12DeleteAltIdRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x15\n" +
 	"\x06alt_id\x18\x02 \x01(\tR\x05altId\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"^\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"^\n" +
 	"\x13DeleteAltIdResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xfb\x02\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x9c\x03\n" +
 	"\x15CreateOverrideRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x129\n" +
@@ -2449,28 +2645,34 @@ const file_capstan_v1_customers_proto_rawDesc = "" +
 	"\treset_inc\x18\t \x01(\tR\bresetInc\x12\x1b\n" +
 	"\treset_sch\x18\n" +
 	" \x01(\tR\bresetSch\x12'\n" +
-	"\x0fidempotency_key\x18\v \x01(\tR\x0eidempotencyKeyB\t\n" +
+	"\x0fidempotency_key\x18\v \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\f \x01(\tR\n" +
+	"routingKeyB\t\n" +
 	"\a_resets\"\x8a\x01\n" +
 	"\x16CreateOverrideResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12'\n" +
-	"\x05limit\x18\x03 \x01(\v2\x11.capstan.v1.LimitR\x05limit\"~\n" +
+	"\x05limit\x18\x03 \x01(\v2\x11.capstan.v1.LimitR\x05limit\"\x9f\x01\n" +
 	"\x15RemoveOverrideRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"{\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"{\n" +
 	"\x16RemoveOverrideResponse\x12\x18\n" +
 	"\aremoved\x18\x01 \x01(\bR\aremoved\x12)\n" +
 	"\x06events\x18\x02 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"n\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\x8f\x01\n" +
 	"\x11ApplyTopupRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x14\n" +
 	"\x05topup\x18\x02 \x01(\tR\x05topup\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\x86\x01\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"\x86\x01\n" +
 	"\x12ApplyTopupResponse\x12'\n" +
 	"\x05grant\x18\x01 \x01(\v2\x11.capstan.v1.GrantR\x05grant\x12)\n" +
 	"\x06events\x18\x02 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xd7\x01\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xf8\x01\n" +
 	"\fGrantRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x19\n" +
 	"\bgrant_id\x18\x02 \x01(\tR\agrantId\x12\x16\n" +
@@ -2478,17 +2680,21 @@ const file_capstan_v1_customers_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\tR\x05value\x129\n" +
 	"\n" +
 	"expires_on\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresOn\x12'\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\"\x81\x01\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\a \x01(\tR\n" +
+	"routingKey\"\x81\x01\n" +
 	"\rGrantResponse\x12'\n" +
 	"\x05grant\x18\x01 \x01(\v2\x11.capstan.v1.GrantR\x05grant\x12)\n" +
 	"\x06events\x18\x02 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"b\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\x83\x01\n" +
 	"\x16CreditRemainingRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x16\n" +
 	"\x06credit\x18\x02 \x01(\tR\x06credit\x12\x14\n" +
-	"\x05stale\x18\x03 \x01(\bR\x05stale\"/\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"/\n" +
 	"\x17CreditRemainingResponse\x12\x14\n" +
-	"\x05value\x18\x01 \x01(\tR\x05value\"\x91\x05\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\"\xb2\x05\n" +
 	"\rAddCapRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x15\n" +
 	"\x06cap_id\x18\x02 \x01(\tR\x05capId\x12\x14\n" +
@@ -2511,35 +2717,45 @@ const file_capstan_v1_customers_proto_rawDesc = "" +
 	"\treset_sch\x18\x11 \x01(\tR\bresetSch\x129\n" +
 	"\n" +
 	"expires_on\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresOn\x12'\n" +
-	"\x0fidempotency_key\x18\x13 \x01(\tR\x0eidempotencyKeyB\x0f\n" +
+	"\x0fidempotency_key\x18\x13 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x14 \x01(\tR\n" +
+	"routingKeyB\x0f\n" +
 	"\r_exchangeable\"|\n" +
 	"\x0eAddCapResponse\x12!\n" +
 	"\x03cap\x18\x01 \x01(\v2\x0f.capstan.v1.CapR\x03cap\x12)\n" +
 	"\x06events\x18\x02 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"X\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"y\n" +
 	"\rGetCapRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x15\n" +
 	"\x06cap_id\x18\x02 \x01(\tR\x05capId\x12\x14\n" +
-	"\x05stale\x18\x03 \x01(\bR\x05stale\"3\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"3\n" +
 	"\x0eGetCapResponse\x12!\n" +
-	"\x03cap\x18\x01 \x01(\v2\x0f.capstan.v1.CapR\x03cap\"m\n" +
+	"\x03cap\x18\x01 \x01(\v2\x0f.capstan.v1.CapR\x03cap\"\x8e\x01\n" +
 	"\x0fResetCapRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x15\n" +
 	"\x06cap_id\x18\x02 \x01(\tR\x05capId\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"[\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"[\n" +
 	"\x10ResetCapResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"n\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x8f\x01\n" +
 	"\x10RemoveCapRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x15\n" +
 	"\x06cap_id\x18\x02 \x01(\tR\x05capId\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\\\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\"\\\n" +
 	"\x11RemoveCapResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"C\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"d\n" +
 	"\x0fListCapsRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"7\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x1f\n" +
+	"\vrouting_key\x18\x03 \x01(\tR\n" +
+	"routingKey\"7\n" +
 	"\x10ListCapsResponse\x12#\n" +
 	"\x04caps\x18\x01 \x03(\v2\x0f.capstan.v1.CapR\x04caps2\x89\v\n" +
 	"\x0fCustomerService\x12W\n" +

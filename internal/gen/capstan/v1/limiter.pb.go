@@ -44,8 +44,11 @@ type AllowRequest struct {
 	// force records usage that already happened, past limits and caps.
 	Force          bool   `protobuf:"varint,9,opt,name=force,proto3" json:"force,omitempty"`
 	IdempotencyKey string `protobuf:"bytes,10,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,11,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AllowRequest) Reset() {
@@ -144,6 +147,13 @@ func (x *AllowRequest) GetForce() bool {
 func (x *AllowRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *AllowRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -269,7 +279,10 @@ type CheckRequest struct {
 	Caps        map[string]string      `protobuf:"bytes,6,rep,name=caps,proto3" json:"caps,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Overhead    string                 `protobuf:"bytes,7,opt,name=overhead,proto3" json:"overhead,omitempty"`
 	// stale allows a local read that may lag the leader by a little.
-	Stale         bool `protobuf:"varint,8,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale bool `protobuf:"varint,8,opt,name=stale,proto3" json:"stale,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,9,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -358,6 +371,13 @@ func (x *CheckRequest) GetStale() bool {
 		return x.Stale
 	}
 	return false
+}
+
+func (x *CheckRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
 }
 
 // CheckResponse is the decision Allow would make now.
@@ -454,8 +474,11 @@ type IncrementRequest struct {
 	NoEvents       bool                   `protobuf:"varint,4,opt,name=no_events,json=noEvents,proto3" json:"no_events,omitempty"`
 	Caps           map[string]string      `protobuf:"bytes,5,rep,name=caps,proto3" json:"caps,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	IdempotencyKey string                 `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,7,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IncrementRequest) Reset() {
@@ -526,6 +549,13 @@ func (x *IncrementRequest) GetCaps() map[string]string {
 func (x *IncrementRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *IncrementRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -640,8 +670,11 @@ type DecrementRequest struct {
 	NoEvents       bool                   `protobuf:"varint,4,opt,name=no_events,json=noEvents,proto3" json:"no_events,omitempty"`
 	Caps           map[string]string      `protobuf:"bytes,5,rep,name=caps,proto3" json:"caps,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	IdempotencyKey string                 `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,7,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecrementRequest) Reset() {
@@ -712,6 +745,13 @@ func (x *DecrementRequest) GetCaps() map[string]string {
 func (x *DecrementRequest) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *DecrementRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -837,7 +877,10 @@ type ReserveRequest struct {
 	// basis scales a per-basis estimate (e.g. input tokens).
 	Basis string `protobuf:"bytes,11,opt,name=basis,proto3" json:"basis,omitempty"`
 	// quantile the estimate is held at when value is empty ("0.9" by default).
-	Quantile      string `protobuf:"bytes,12,opt,name=quantile,proto3" json:"quantile,omitempty"`
+	Quantile string `protobuf:"bytes,12,opt,name=quantile,proto3" json:"quantile,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,13,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -952,6 +995,13 @@ func (x *ReserveRequest) GetBasis() string {
 func (x *ReserveRequest) GetQuantile() string {
 	if x != nil {
 		return x.Quantile
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -1073,8 +1123,11 @@ type SettleRequest struct {
 	Overhead       string `protobuf:"bytes,8,opt,name=overhead,proto3" json:"overhead,omitempty"`
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// segment and basis say which estimate the actual usage teaches.
-	Segment       string `protobuf:"bytes,10,opt,name=segment,proto3" json:"segment,omitempty"`
-	Basis         string `protobuf:"bytes,11,opt,name=basis,proto3" json:"basis,omitempty"`
+	Segment string `protobuf:"bytes,10,opt,name=segment,proto3" json:"segment,omitempty"`
+	Basis   string `protobuf:"bytes,11,opt,name=basis,proto3" json:"basis,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,12,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1182,6 +1235,13 @@ func (x *SettleRequest) GetSegment() string {
 func (x *SettleRequest) GetBasis() string {
 	if x != nil {
 		return x.Basis
+	}
+	return ""
+}
+
+func (x *SettleRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
 	}
 	return ""
 }
@@ -1294,8 +1354,11 @@ type ReleaseRequest struct {
 	Entitlement    string                 `protobuf:"bytes,2,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
 	HoldId         string                 `protobuf:"bytes,3,opt,name=hold_id,json=holdId,proto3" json:"hold_id,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,5,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReleaseRequest) Reset() {
@@ -1356,6 +1419,13 @@ func (x *ReleaseRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *ReleaseRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
 // ReleaseResponse says whether an unexpired hold was dropped.
 type ReleaseResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1411,10 +1481,13 @@ func (x *ReleaseResponse) GetDuplicate() bool {
 
 // GetUsageRequest names a customer's entitlement.
 type GetUsageRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Customer      string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
-	Entitlement   string                 `protobuf:"bytes,2,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
-	Stale         bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Customer    string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
+	Entitlement string                 `protobuf:"bytes,2,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
+	Stale       bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1470,6 +1543,13 @@ func (x *GetUsageRequest) GetStale() bool {
 	return false
 }
 
+func (x *GetUsageRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
 // GetUsageResponse is the usage as of now. An unknown customer or
 // entitlement is usage.found = false with a reason, not an error.
 type GetUsageResponse struct {
@@ -1518,10 +1598,13 @@ func (x *GetUsageResponse) GetUsage() *Usage {
 
 // GetCustomerCapRequest names a customer's cap.
 type GetCustomerCapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Customer      string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
-	CapId         string                 `protobuf:"bytes,2,opt,name=cap_id,json=capId,proto3" json:"cap_id,omitempty"`
-	Stale         bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Customer string                 `protobuf:"bytes,1,opt,name=customer,proto3" json:"customer,omitempty"`
+	CapId    string                 `protobuf:"bytes,2,opt,name=cap_id,json=capId,proto3" json:"cap_id,omitempty"`
+	Stale    bool                   `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	// routing_key picks the shard (default: the customer id); customers that
+	// reference each other share one (see docs/cluster-contract.md).
+	RoutingKey    string `protobuf:"bytes,4,opt,name=routing_key,json=routingKey,proto3" json:"routing_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1577,6 +1660,13 @@ func (x *GetCustomerCapRequest) GetStale() bool {
 	return false
 }
 
+func (x *GetCustomerCapRequest) GetRoutingKey() string {
+	if x != nil {
+		return x.RoutingKey
+	}
+	return ""
+}
+
 // GetCustomerCapResponse is the cap as of now.
 type GetCustomerCapResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1627,7 +1717,7 @@ var File_capstan_v1_limiter_proto protoreflect.FileDescriptor
 const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\n" +
 	"\x18capstan/v1/limiter.proto\x12\n" +
-	"capstan.v1\x1a\x16capstan/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n" +
+	"capstan.v1\x1a\x16capstan/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n" +
 	"\fAllowRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x14\n" +
@@ -1640,7 +1730,9 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\boverhead\x18\b \x01(\tR\boverhead\x12\x14\n" +
 	"\x05force\x18\t \x01(\bR\x05force\x12'\n" +
 	"\x0fidempotency_key\x18\n" +
-	" \x01(\tR\x0eidempotencyKey\x1a7\n" +
+	" \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\v \x01(\tR\n" +
+	"routingKey\x1a7\n" +
 	"\tCapsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x02\n" +
@@ -1652,7 +1744,7 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12%\n" +
 	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\x12)\n" +
 	"\x06events\x18\a \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xb8\x02\n" +
+	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xd9\x02\n" +
 	"\fCheckRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x14\n" +
@@ -1662,7 +1754,9 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"event_data\x18\x05 \x01(\tR\teventData\x126\n" +
 	"\x04caps\x18\x06 \x03(\v2\".capstan.v1.CheckRequest.CapsEntryR\x04caps\x12\x1a\n" +
 	"\boverhead\x18\a \x01(\tR\boverhead\x12\x14\n" +
-	"\x05stale\x18\b \x01(\bR\x05stale\x1a7\n" +
+	"\x05stale\x18\b \x01(\bR\x05stale\x12\x1f\n" +
+	"\vrouting_key\x18\t \x01(\tR\n" +
+	"routingKey\x1a7\n" +
 	"\tCapsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x01\n" +
@@ -1672,7 +1766,7 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\x06cap_id\x18\x03 \x01(\tR\x05capId\x12\x1c\n" +
 	"\tremaining\x18\x04 \x01(\tR\tremaining\x127\n" +
 	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12%\n" +
-	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\"\xaa\x02\n" +
+	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\"\xcb\x02\n" +
 	"\x10IncrementRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x1d\n" +
@@ -1680,7 +1774,9 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"event_data\x18\x03 \x01(\tR\teventData\x12\x1b\n" +
 	"\tno_events\x18\x04 \x01(\bR\bnoEvents\x12:\n" +
 	"\x04caps\x18\x05 \x03(\v2&.capstan.v1.IncrementRequest.CapsEntryR\x04caps\x12'\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x1a7\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\a \x01(\tR\n" +
+	"routingKey\x1a7\n" +
 	"\tCapsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x02\n" +
@@ -1692,7 +1788,7 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12%\n" +
 	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\x12)\n" +
 	"\x06events\x18\a \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xaa\x02\n" +
+	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xcb\x02\n" +
 	"\x10DecrementRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x1d\n" +
@@ -1700,7 +1796,9 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"event_data\x18\x03 \x01(\tR\teventData\x12\x1b\n" +
 	"\tno_events\x18\x04 \x01(\bR\bnoEvents\x12:\n" +
 	"\x04caps\x18\x05 \x03(\v2&.capstan.v1.DecrementRequest.CapsEntryR\x04caps\x12'\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x1a7\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\a \x01(\tR\n" +
+	"routingKey\x1a7\n" +
 	"\tCapsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x02\n" +
@@ -1712,7 +1810,7 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12%\n" +
 	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\x12)\n" +
 	"\x06events\x18\a \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xad\x03\n" +
+	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xce\x03\n" +
 	"\x0eReserveRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x14\n" +
@@ -1727,7 +1825,9 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\asegment\x18\n" +
 	" \x01(\tR\asegment\x12\x14\n" +
 	"\x05basis\x18\v \x01(\tR\x05basis\x12\x1a\n" +
-	"\bquantile\x18\f \x01(\tR\bquantile\x1a7\n" +
+	"\bquantile\x18\f \x01(\tR\bquantile\x12\x1f\n" +
+	"\vrouting_key\x18\r \x01(\tR\n" +
+	"routingKey\x1a7\n" +
 	"\tCapsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x02\n" +
@@ -1739,7 +1839,7 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\tremaining\x18\x05 \x01(\tR\tremaining\x127\n" +
 	"\tresets_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12%\n" +
 	"\x0epolicy_version\x18\a \x01(\x04R\rpolicyVersion\x12\x1c\n" +
-	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xc1\x02\n" +
+	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xe2\x02\n" +
 	"\rSettleRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x17\n" +
@@ -1753,7 +1853,9 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12\x18\n" +
 	"\asegment\x18\n" +
 	" \x01(\tR\asegment\x12\x14\n" +
-	"\x05basis\x18\v \x01(\tR\x05basis\"\xa0\x02\n" +
+	"\x05basis\x18\v \x01(\tR\x05basis\x12\x1f\n" +
+	"\vrouting_key\x18\f \x01(\tR\n" +
+	"routingKey\"\xa0\x02\n" +
 	"\x0eSettleResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x15\n" +
@@ -1762,25 +1864,31 @@ const file_capstan_v1_limiter_proto_rawDesc = "" +
 	"\tresets_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12%\n" +
 	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\x12)\n" +
 	"\x06events\x18\a \x03(\v2\x11.capstan.v1.EventR\x06events\x12\x1c\n" +
-	"\tduplicate\x18\b \x01(\bR\tduplicate\"\x90\x01\n" +
+	"\tduplicate\x18\b \x01(\bR\tduplicate\"\xb1\x01\n" +
 	"\x0eReleaseRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x17\n" +
 	"\ahold_id\x18\x03 \x01(\tR\x06holdId\x12'\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"K\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\vrouting_key\x18\x05 \x01(\tR\n" +
+	"routingKey\"K\n" +
 	"\x0fReleaseResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\bR\breleased\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"e\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x86\x01\n" +
 	"\x0fGetUsageRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12 \n" +
 	"\ventitlement\x18\x02 \x01(\tR\ventitlement\x12\x14\n" +
-	"\x05stale\x18\x03 \x01(\bR\x05stale\";\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\";\n" +
 	"\x10GetUsageResponse\x12'\n" +
-	"\x05usage\x18\x01 \x01(\v2\x11.capstan.v1.UsageR\x05usage\"`\n" +
+	"\x05usage\x18\x01 \x01(\v2\x11.capstan.v1.UsageR\x05usage\"\x81\x01\n" +
 	"\x15GetCustomerCapRequest\x12\x1a\n" +
 	"\bcustomer\x18\x01 \x01(\tR\bcustomer\x12\x15\n" +
 	"\x06cap_id\x18\x02 \x01(\tR\x05capId\x12\x14\n" +
-	"\x05stale\x18\x03 \x01(\bR\x05stale\";\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\x12\x1f\n" +
+	"\vrouting_key\x18\x04 \x01(\tR\n" +
+	"routingKey\";\n" +
 	"\x16GetCustomerCapResponse\x12!\n" +
 	"\x03cap\x18\x01 \x01(\v2\x0f.capstan.v1.CapR\x03cap2\x98\x05\n" +
 	"\x0eLimiterService\x12<\n" +

@@ -35,13 +35,35 @@ const (
 const (
 	// AdminServiceStatusProcedure is the fully-qualified name of the AdminService's Status RPC.
 	AdminServiceStatusProcedure = "/capstan.v1.AdminService/Status"
+	// AdminServiceMembersProcedure is the fully-qualified name of the AdminService's Members RPC.
+	AdminServiceMembersProcedure = "/capstan.v1.AdminService/Members"
+	// AdminServiceTransferLeadershipProcedure is the fully-qualified name of the AdminService's
+	// TransferLeadership RPC.
+	AdminServiceTransferLeadershipProcedure = "/capstan.v1.AdminService/TransferLeadership"
+	// AdminServiceRemoveNodeProcedure is the fully-qualified name of the AdminService's RemoveNode RPC.
+	AdminServiceRemoveNodeProcedure = "/capstan.v1.AdminService/RemoveNode"
+	// AdminServiceSetShardHomeProcedure is the fully-qualified name of the AdminService's SetShardHome
+	// RPC.
+	AdminServiceSetShardHomeProcedure = "/capstan.v1.AdminService/SetShardHome"
 )
 
 // AdminServiceClient is a client for the capstan.v1.AdminService service.
 type AdminServiceClient interface {
-	// Status reports every shard's leader, applied index, state hash and
-	// customer count, as this node sees them.
+	// Status reports every shard's replicas, leader, applied index, state hash
+	// and customer count across the cluster (each replica as its node reports
+	// it; unreachable nodes are marked so).
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Members lists the cluster's nodes as gossip sees them.
+	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
+	// TransferLeadership moves a shard's leadership to to_node, or to the most
+	// up-to-date other replica when to_node is empty.
+	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// RemoveNode removes a node from every raft group it is a voter of (through
+	// each group's log), places a replacement replica where one is available,
+	// and makes the node leave gossip. The node cannot rejoin under that id.
+	RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error)
+	// SetShardHome sets the region whose replicas a shard's leadership prefers.
+	SetShardHome(context.Context, *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the capstan.v1.AdminService service. By default, it
@@ -62,12 +84,41 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		members: connect.NewClient[v1.MembersRequest, v1.MembersResponse](
+			httpClient,
+			baseURL+AdminServiceMembersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("Members")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		transferLeadership: connect.NewClient[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse](
+			httpClient,
+			baseURL+AdminServiceTransferLeadershipProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("TransferLeadership")),
+			connect.WithClientOptions(opts...),
+		),
+		removeNode: connect.NewClient[v1.RemoveNodeRequest, v1.RemoveNodeResponse](
+			httpClient,
+			baseURL+AdminServiceRemoveNodeProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RemoveNode")),
+			connect.WithClientOptions(opts...),
+		),
+		setShardHome: connect.NewClient[v1.SetShardHomeRequest, v1.SetShardHomeResponse](
+			httpClient,
+			baseURL+AdminServiceSetShardHomeProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SetShardHome")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
-	status *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	status             *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	members            *connect.Client[v1.MembersRequest, v1.MembersResponse]
+	transferLeadership *connect.Client[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse]
+	removeNode         *connect.Client[v1.RemoveNodeRequest, v1.RemoveNodeResponse]
+	setShardHome       *connect.Client[v1.SetShardHomeRequest, v1.SetShardHomeResponse]
 }
 
 // Status calls capstan.v1.AdminService.Status.
@@ -75,11 +126,43 @@ func (c *adminServiceClient) Status(ctx context.Context, req *connect.Request[v1
 	return c.status.CallUnary(ctx, req)
 }
 
+// Members calls capstan.v1.AdminService.Members.
+func (c *adminServiceClient) Members(ctx context.Context, req *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error) {
+	return c.members.CallUnary(ctx, req)
+}
+
+// TransferLeadership calls capstan.v1.AdminService.TransferLeadership.
+func (c *adminServiceClient) TransferLeadership(ctx context.Context, req *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return c.transferLeadership.CallUnary(ctx, req)
+}
+
+// RemoveNode calls capstan.v1.AdminService.RemoveNode.
+func (c *adminServiceClient) RemoveNode(ctx context.Context, req *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error) {
+	return c.removeNode.CallUnary(ctx, req)
+}
+
+// SetShardHome calls capstan.v1.AdminService.SetShardHome.
+func (c *adminServiceClient) SetShardHome(ctx context.Context, req *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error) {
+	return c.setShardHome.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the capstan.v1.AdminService service.
 type AdminServiceHandler interface {
-	// Status reports every shard's leader, applied index, state hash and
-	// customer count, as this node sees them.
+	// Status reports every shard's replicas, leader, applied index, state hash
+	// and customer count across the cluster (each replica as its node reports
+	// it; unreachable nodes are marked so).
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Members lists the cluster's nodes as gossip sees them.
+	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
+	// TransferLeadership moves a shard's leadership to to_node, or to the most
+	// up-to-date other replica when to_node is empty.
+	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
+	// RemoveNode removes a node from every raft group it is a voter of (through
+	// each group's log), places a replacement replica where one is available,
+	// and makes the node leave gossip. The node cannot rejoin under that id.
+	RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error)
+	// SetShardHome sets the region whose replicas a shard's leadership prefers.
+	SetShardHome(context.Context, *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -96,10 +179,43 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceMembersHandler := connect.NewUnaryHandler(
+		AdminServiceMembersProcedure,
+		svc.Members,
+		connect.WithSchema(adminServiceMethods.ByName("Members")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceTransferLeadershipHandler := connect.NewUnaryHandler(
+		AdminServiceTransferLeadershipProcedure,
+		svc.TransferLeadership,
+		connect.WithSchema(adminServiceMethods.ByName("TransferLeadership")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRemoveNodeHandler := connect.NewUnaryHandler(
+		AdminServiceRemoveNodeProcedure,
+		svc.RemoveNode,
+		connect.WithSchema(adminServiceMethods.ByName("RemoveNode")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceSetShardHomeHandler := connect.NewUnaryHandler(
+		AdminServiceSetShardHomeProcedure,
+		svc.SetShardHome,
+		connect.WithSchema(adminServiceMethods.ByName("SetShardHome")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/capstan.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceStatusProcedure:
 			adminServiceStatusHandler.ServeHTTP(w, r)
+		case AdminServiceMembersProcedure:
+			adminServiceMembersHandler.ServeHTTP(w, r)
+		case AdminServiceTransferLeadershipProcedure:
+			adminServiceTransferLeadershipHandler.ServeHTTP(w, r)
+		case AdminServiceRemoveNodeProcedure:
+			adminServiceRemoveNodeHandler.ServeHTTP(w, r)
+		case AdminServiceSetShardHomeProcedure:
+			adminServiceSetShardHomeHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -111,4 +227,20 @@ type UnimplementedAdminServiceHandler struct{}
 
 func (UnimplementedAdminServiceHandler) Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.v1.AdminService.Status is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.v1.AdminService.Members is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.v1.AdminService.TransferLeadership is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.v1.AdminService.RemoveNode is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SetShardHome(context.Context, *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.v1.AdminService.SetShardHome is not implemented"))
 }
