@@ -211,7 +211,7 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "Open loop, %s arrivals: latency counts from each request's intended send time. "+
 		"Seed policy (soft monthly limit 16667 tokens at $0.0003, overage-only caps): %d customers with caps never reached, "+
 		"%d with the seed's $20 monthly / $15 weekly caps; every customer primed to its plan limit, so each call does the overage and cap arithmetic. "+
-		"%d workers for network targets.\n\n", c.Arrival, c.Customers, c.Capped, c.Workers)
+		"%d workers for network targets; the harness and the servers it started ran at nice %d.\n\n", c.Arrival, c.Customers, c.Capped, c.Workers, c.Nice)
 
 	b.WriteString("## Targets\n\n| target | status | what is measured |\n|---|---|---|\n")
 	for _, t := range r.Targets {

@@ -50,6 +50,9 @@ type SuiteConfig struct {
 	RedisFsync string `json:"redis_fsync"`
 	// Timeout bounds one request.
 	Timeout time.Duration `json:"timeout_ns"`
+	// Nice is the nice value the harness runs at (and the servers it starts
+	// inherit); 0 when left alone (see SetNice).
+	Nice int `json:"nice"`
 	// Grace is how long a run may overrun its schedule (see RunConfig.Grace).
 	Grace time.Duration `json:"grace_ns"`
 

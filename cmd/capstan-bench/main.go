@@ -61,6 +61,7 @@ func run(args []string) error {
 		keep       = fs.Bool("keep-data", false, "keep the capstan nodes' data directories and logs")
 		cpuprofile = fs.String("cpuprofile", "", "write the harness's own CPU profile here")
 		quiet      = fs.Bool("q", false, "no progress lines")
+		nice       = fs.Int("nice", -10, "nice value for the harness and the servers it starts (below 0 needs root; 0 leaves it), so other work on the machine disturbs the measurement less")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: capstan-bench [flags]\n\nOpen-loop load against Capstan and baselines; see bench/README.md.\n\n")
@@ -135,6 +136,14 @@ func run(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+
+	if *nice != 0 {
+		if err := bench.SetNice(*nice); err != nil {
+			fmt.Fprintf(os.Stderr, "capstan-bench: nice %d: %v (running at the default priority)\n", *nice, err)
+		} else {
+			cfg.Nice = *nice
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
