@@ -64,8 +64,10 @@ bench: build
 e2e: image
 	$(GO) test -tags e2e -count=1 -timeout 15m ./e2e/...
 
-## image: FROM scratch image with the static binary
+## image: FROM scratch image with the static binaries (bin/ is the build context;
+## the .dockerignore written there keeps the context to capstan and capstanctl)
 image: build
+	printf '*\n!capstan\n!capstanctl\n' > $(BIN)/.dockerignore
 	docker build -t capstan:$(VERSION) -t capstan:latest -f Dockerfile $(BIN)
 
 cluster-up: image
