@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 
 	"connectrpc.com/connect"
 	capstanv1 "github.com/capstanhq/capstan/internal/gen/capstan/v1"
@@ -74,6 +75,7 @@ func status(g *globals, args []string) error {
 		}
 	}
 	fields(g.stdout,
+		"CLUSTER", st.ClusterId,
 		"NODE", st.NodeId,
 		"REGION", st.Region,
 		"VERSION", st.Version,
@@ -101,13 +103,26 @@ func shardsList(g *globals, args []string) error {
 	if g.json() {
 		return g.printJSON(st)
 	}
-	t := newTable(g.stdout, "SHARD", "LEADER", "LEADER-ADDR", "STATE", "APPLIED", "LAST", "CUSTOMERS", "POLICY", "HASH", "HASH-INDEX")
+	t := newTable(g.stdout, "SHARD", "LEADER", "LEADER-ADDR", "STATE", "APPLIED", "LAST", "CUSTOMERS", "POLICY", "HASH", "HASH-INDEX", "HOME", "REPLICAS")
 	for _, sh := range st.Shards {
 		t.row(u32(sh.Shard), sh.Leader, sh.LeaderAddress, sh.State, u64(sh.AppliedIndex), u64(sh.LastIndex),
-			u64(sh.Customers), "v"+u64(sh.PolicyVersion), prefix(sh.StateHash, 16), u64(sh.HashIndex))
+			u64(sh.Customers), "v"+u64(sh.PolicyVersion), prefix(sh.StateHash, 16), u64(sh.HashIndex),
+			sh.HomeRegion, replicas(sh.Replicas))
 	}
 	t.flush()
 	return nil
+}
+
+// replicas lists a shard's voters, marking those whose node did not answer.
+func replicas(rs []*capstanv1.ReplicaStatus) string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.NodeId
+		if r.State == "unreachable" {
+			out[i] += "(unreachable)"
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 func u32(v uint32) string { return strconv.FormatUint(uint64(v), 10) }

@@ -69,6 +69,7 @@ func capAdd(g *globals, args []string) error {
 	expires := &timeFlag{}
 	fs.Var(expires, "expires", "`when` to remove the cap: RFC 3339 or a duration from now (720h); default never")
 	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "`key` that makes a retry of this call safe")
+	fs.StringVar(&req.RoutingKey, "routing-key", "", routingKeyUsage)
 	pos, err := parseN(g, fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -96,6 +97,7 @@ func capAdd(g *globals, args []string) error {
 func capGet(g *globals, args []string) error {
 	fs := subFlags(g, "cap", "get")
 	stale := fs.Bool("stale", false, "read this node's copy, which may lag the leader a little")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -106,7 +108,7 @@ func capGet(g *globals, args []string) error {
 	}
 	ctx, cancel := g.ctx()
 	defer cancel()
-	res, err := c.cus.GetCap(ctx, connect.NewRequest(&capstanv1.GetCapRequest{Customer: pos[0], CapId: pos[1], Stale: *stale}))
+	res, err := c.cus.GetCap(ctx, connect.NewRequest(&capstanv1.GetCapRequest{Customer: pos[0], CapId: pos[1], Stale: *stale, RoutingKey: *rk}))
 	if err != nil {
 		return g.callErr(err)
 	}
@@ -120,6 +122,7 @@ func capGet(g *globals, args []string) error {
 func capList(g *globals, args []string) error {
 	fs := subFlags(g, "cap", "list")
 	stale := fs.Bool("stale", false, "read this node's copy, which may lag the leader a little")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -130,7 +133,7 @@ func capList(g *globals, args []string) error {
 	}
 	ctx, cancel := g.ctx()
 	defer cancel()
-	res, err := c.cus.ListCaps(ctx, connect.NewRequest(&capstanv1.ListCapsRequest{Customer: pos[0], Stale: *stale}))
+	res, err := c.cus.ListCaps(ctx, connect.NewRequest(&capstanv1.ListCapsRequest{Customer: pos[0], Stale: *stale, RoutingKey: *rk}))
 	if err != nil {
 		return g.callErr(err)
 	}
@@ -144,6 +147,7 @@ func capList(g *globals, args []string) error {
 func capReset(g *globals, args []string) error {
 	fs := subFlags(g, "cap", "reset")
 	key := fs.String("idempotency-key", "", "`key` that makes a retry of this call safe")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -154,7 +158,7 @@ func capReset(g *globals, args []string) error {
 	}
 	ctx, cancel := g.ctx()
 	defer cancel()
-	res, err := c.cus.ResetCap(ctx, connect.NewRequest(&capstanv1.ResetCapRequest{Customer: pos[0], CapId: pos[1], IdempotencyKey: *key}))
+	res, err := c.cus.ResetCap(ctx, connect.NewRequest(&capstanv1.ResetCapRequest{Customer: pos[0], CapId: pos[1], IdempotencyKey: *key, RoutingKey: *rk}))
 	if err != nil {
 		return g.callErr(err)
 	}
@@ -169,6 +173,7 @@ func capReset(g *globals, args []string) error {
 func capRemove(g *globals, args []string) error {
 	fs := subFlags(g, "cap", "remove")
 	key := fs.String("idempotency-key", "", "`key` that makes a retry of this call safe")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -179,7 +184,7 @@ func capRemove(g *globals, args []string) error {
 	}
 	ctx, cancel := g.ctx()
 	defer cancel()
-	res, err := c.cus.RemoveCap(ctx, connect.NewRequest(&capstanv1.RemoveCapRequest{Customer: pos[0], CapId: pos[1], IdempotencyKey: *key}))
+	res, err := c.cus.RemoveCap(ctx, connect.NewRequest(&capstanv1.RemoveCapRequest{Customer: pos[0], CapId: pos[1], IdempotencyKey: *key, RoutingKey: *rk}))
 	if err != nil {
 		return g.callErr(err)
 	}

@@ -61,6 +61,7 @@ func customerCreate(g *globals, args []string) error {
 	fs.Var(alts, "alt", "alternative `id` (repeatable)")
 	fs.Var(mapFlag(req.Metadata), "meta", "metadata `key=value` (repeatable); when given, replaces the metadata")
 	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "`key` that makes a retry of this call safe")
+	fs.StringVar(&req.RoutingKey, "routing-key", "", routingKeyUsage)
 	pos, err := parseN(g, fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -87,6 +88,7 @@ func customerCreate(g *globals, args []string) error {
 func customerGet(g *globals, args []string) error {
 	fs := subFlags(g, "customer", "get")
 	stale := fs.Bool("stale", false, "read this node's copy, which may lag the leader a little")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -97,7 +99,7 @@ func customerGet(g *globals, args []string) error {
 	}
 	ctx, cancel := g.ctx()
 	defer cancel()
-	res, err := c.cus.GetCustomer(ctx, connect.NewRequest(&capstanv1.GetCustomerRequest{Id: pos[0], Stale: *stale}))
+	res, err := c.cus.GetCustomer(ctx, connect.NewRequest(&capstanv1.GetCustomerRequest{Id: pos[0], Stale: *stale, RoutingKey: *rk}))
 	if err != nil {
 		return g.callErr(err)
 	}
@@ -159,6 +161,7 @@ func printGrants(w io.Writer, grants ...*capstanv1.Grant) {
 func customerDelete(g *globals, args []string) error {
 	fs := subFlags(g, "customer", "delete")
 	key := fs.String("idempotency-key", "", "`key` that makes a retry of this call safe")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -169,7 +172,7 @@ func customerDelete(g *globals, args []string) error {
 	}
 	ctx, cancel := g.ctx()
 	defer cancel()
-	res, err := c.cus.DeleteCustomer(ctx, connect.NewRequest(&capstanv1.DeleteCustomerRequest{Id: pos[0], IdempotencyKey: *key}))
+	res, err := c.cus.DeleteCustomer(ctx, connect.NewRequest(&capstanv1.DeleteCustomerRequest{Id: pos[0], IdempotencyKey: *key, RoutingKey: *rk}))
 	if err != nil {
 		return g.callErr(err)
 	}
@@ -185,6 +188,7 @@ func customerSetPlan(g *globals, args []string) error {
 	fs := subFlags(g, "customer", "set-plan")
 	overwrite := fs.Bool("overwrite-meters", false, "start every meter of the new plan from zero (default: keep existing meters)")
 	key := fs.String("idempotency-key", "", "`key` that makes a retry of this call safe")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -196,7 +200,7 @@ func customerSetPlan(g *globals, args []string) error {
 	ctx, cancel := g.ctx()
 	defer cancel()
 	res, err := c.cus.SetPlan(ctx, connect.NewRequest(&capstanv1.SetPlanRequest{
-		Customer: pos[0], Plan: pos[1], OverwriteMeters: *overwrite, IdempotencyKey: *key,
+		Customer: pos[0], Plan: pos[1], OverwriteMeters: *overwrite, IdempotencyKey: *key, RoutingKey: *rk,
 	}))
 	if err != nil {
 		return g.callErr(err)
@@ -216,6 +220,7 @@ func grant(g *globals, args []string) error {
 	expires := &timeFlag{}
 	fs.Var(expires, "expires", "`when` the grant ends: RFC 3339 or a duration from now (720h); default never")
 	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "`key` that makes a retry of this call safe")
+	fs.StringVar(&req.RoutingKey, "routing-key", "", routingKeyUsage)
 	pos, err := parseN(g, fs, args, 3, 3)
 	if err != nil {
 		return err
@@ -242,6 +247,7 @@ func grant(g *globals, args []string) error {
 func topupApply(g *globals, args []string) error {
 	fs := subFlags(g, "topup", "apply")
 	key := fs.String("idempotency-key", "", "`key` that makes a retry of this call safe")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -252,7 +258,7 @@ func topupApply(g *globals, args []string) error {
 	}
 	ctx, cancel := g.ctx()
 	defer cancel()
-	res, err := c.cus.ApplyTopup(ctx, connect.NewRequest(&capstanv1.ApplyTopupRequest{Customer: pos[0], Topup: pos[1], IdempotencyKey: *key}))
+	res, err := c.cus.ApplyTopup(ctx, connect.NewRequest(&capstanv1.ApplyTopupRequest{Customer: pos[0], Topup: pos[1], IdempotencyKey: *key, RoutingKey: *rk}))
 	if err != nil {
 		return g.callErr(err)
 	}

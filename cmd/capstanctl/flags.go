@@ -109,6 +109,12 @@ func isBoolFlag(f *flag.Flag) bool {
 	return ok && b.IsBoolFlag()
 }
 
+// routingKeyUsage is --routing-key on every customer-scoped verb.
+const routingKeyUsage = "`key` that picks the customer's shard (default: the customer id); customers that reference each other share one"
+
+// routingKey adds --routing-key to a customer-scoped verb.
+func routingKey(fs *flag.FlagSet) *string { return fs.String("routing-key", "", routingKeyUsage) }
+
 // listFlag is a repeatable flag; commas also separate values.
 type listFlag []string
 

@@ -37,9 +37,9 @@ is an answer, not an error: it exits 0 unless --fail-denied is given.`,
 
 // callFlags are the flags allow and check share.
 type callFlags struct {
-	event, unit, overhead string
-	caps                  mapFlag
-	failDenied            bool
+	event, unit, overhead, routingKey string
+	caps                              mapFlag
+	failDenied                        bool
 }
 
 func (f *callFlags) register(fs *flag.FlagSet) {
@@ -49,6 +49,7 @@ func (f *callFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.overhead, "overhead", "", "the call's provider `cost` in runes, when known")
 	fs.Var(f.caps, "cap", "call-scoped ceiling `CREDIT=VALUE` (repeatable)")
 	fs.BoolVar(&f.failDenied, "fail-denied", false, "exit 1 when the decision is denied")
+	fs.StringVar(&f.routingKey, "routing-key", "", routingKeyUsage)
 }
 
 // valueArg is the optional VALUE argument.
@@ -78,7 +79,7 @@ func allow(g *globals, args []string) error {
 	defer cancel()
 	res, err := c.lim.Allow(ctx, connect.NewRequest(&capstanv1.AllowRequest{
 		Customer: pos[0], Entitlement: pos[1], Value: valueArg(pos), Unit: f.unit, EventData: f.event,
-		Caps: f.caps, Overhead: f.overhead, NoEvents: *noEvents, Force: *force, IdempotencyKey: *key,
+		Caps: f.caps, Overhead: f.overhead, NoEvents: *noEvents, Force: *force, IdempotencyKey: *key, RoutingKey: f.routingKey,
 	}))
 	if err != nil {
 		return g.callErr(err)
@@ -112,7 +113,7 @@ func check(g *globals, args []string) error {
 	defer cancel()
 	res, err := c.lim.Check(ctx, connect.NewRequest(&capstanv1.CheckRequest{
 		Customer: pos[0], Entitlement: pos[1], Value: valueArg(pos), Unit: f.unit, EventData: f.event,
-		Caps: f.caps, Overhead: f.overhead, Stale: *stale,
+		Caps: f.caps, Overhead: f.overhead, Stale: *stale, RoutingKey: f.routingKey,
 	}))
 	if err != nil {
 		return g.callErr(err)
@@ -154,6 +155,7 @@ func deniedExit(failDenied, allowed bool, reason string) error {
 func usage(g *globals, args []string) error {
 	fs := subFlags(g, "usage", "")
 	stale := fs.Bool("stale", false, "read this node's copy, which may lag the leader a little")
+	rk := routingKey(fs)
 	pos, err := parseN(g, fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -164,7 +166,7 @@ func usage(g *globals, args []string) error {
 	}
 	ctx, cancel := g.ctx()
 	defer cancel()
-	res, err := c.lim.GetUsage(ctx, connect.NewRequest(&capstanv1.GetUsageRequest{Customer: pos[0], Entitlement: pos[1], Stale: *stale}))
+	res, err := c.lim.GetUsage(ctx, connect.NewRequest(&capstanv1.GetUsageRequest{Customer: pos[0], Entitlement: pos[1], Stale: *stale, RoutingKey: *rk}))
 	if err != nil {
 		return g.callErr(err)
 	}
