@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"math/big"
+
 	"github.com/shopspring/decimal"
 )
 
@@ -80,6 +82,7 @@ type call struct {
 	overhead     decimal.Decimal
 	overage      decimal.Decimal // billable units past the limit
 	cover        decimal.Decimal // of which grants cover
+	avail        decimal.Decimal // grant balance usable for the limit's credit, from offset
 	caps         []capHit
 	capBuf       [4]capHit
 	govTokens    decimal.Decimal
@@ -206,16 +209,30 @@ const (
 )
 
 // CheckAmount refuses amounts with more than 18 decimal places or 24 integer digits.
+// It inspects the coefficient's digit count and the exponent, never formatting the
+// number (which on a hostile exponent would be the attack).
 func CheckAmount(field string, d decimal.Decimal) error {
-	if d.Exponent() < -maxAmountScale {
-		// Normalise trailing zeros before judging the scale.
-		s := d.String()
-		nd, _ := decimal.NewFromString(s)
-		if nd.Exponent() < -maxAmountScale {
-			return inputErr(field, "more than %d decimal places", maxAmountScale)
+	if d.IsZero() {
+		return nil
+	}
+	exp := int64(d.Exponent())
+	digits := int64(d.NumDigits())
+	if exp < -maxAmountScale {
+		// Trailing zeros in the coefficient do not count as places: 1.500 is 1.5.
+		c := d.Coefficient()
+		ten := big.NewInt(10)
+		var q, r big.Int
+		for exp < -maxAmountScale {
+			q.QuoRem(c, ten, &r)
+			if r.Sign() != 0 {
+				return inputErr(field, "more than %d decimal places", maxAmountScale)
+			}
+			c = new(big.Int).Set(&q)
+			exp++
+			digits--
 		}
 	}
-	if len(d.Abs().Truncate(0).String()) > maxAmountInt {
+	if digits+exp > maxAmountInt {
 		return inputErr(field, "more than %d integer digits", maxAmountInt)
 	}
 	return nil
@@ -321,8 +338,11 @@ func (e *Engine) decide(now int64, req *AllowRequest, reserve bool) (*call, erro
 	}
 
 	// 3. Grants: how much of the overage they cover (computed before caps, which see it).
+	if c.limit.GrantsApply && len(owner.Grants) > 0 {
+		c.avail = e.grantsAvailable(owner, c.limit.Credit, now, c.offset)
+	}
 	if c.overage.IsPositive() && c.limit.GrantsApply {
-		avail := e.grantsAvailable(owner, c.limit.Credit, now, c.offset)
+		avail := c.avail
 		switch {
 		case c.limit.Mode == ModeHard && !avail.LessThan(c.overage):
 			c.cover, valid = c.overage, true
@@ -604,7 +624,7 @@ func (c *call) remainingAfter(e *Engine, now int64) *decimal.Decimal {
 	}
 	lval := c.limVal
 	if c.limit.GrantsApply {
-		avail := e.grantsAvailable(c.owner, c.limit.Credit, now, c.offset).Sub(c.cover)
+		avail := c.avail.Sub(c.cover)
 		if avail.IsPositive() {
 			lval = maxDec(c.newVal, lval).Add(avail)
 		}
@@ -619,7 +639,7 @@ func (c *call) remainingBefore(e *Engine, now int64) *decimal.Decimal {
 	}
 	lval := c.limVal
 	if c.limit.GrantsApply {
-		if avail := e.grantsAvailable(c.owner, c.limit.Credit, now, c.offset); avail.IsPositive() {
+		if avail := c.avail; avail.IsPositive() {
 			lval = maxDec(c.old, lval).Add(avail)
 		}
 	}
@@ -785,8 +805,14 @@ func (c *call) remainingAfterCommit(e *Engine, now int64) *decimal.Decimal {
 		return nil
 	}
 	lval := c.limVal
-	if c.limit.GrantsApply {
-		if avail := e.grantsAvailable(c.owner, c.limit.Credit, now, maxDec(decimal.Zero, c.newVal.Sub(c.limVal))); avail.IsPositive() {
+	if c.limit.GrantsApply && len(c.owner.Grants) > 0 {
+		// What the grants had, less what this call drew; a positional credit's
+		// grants are worth other amounts from the new position, so recount them.
+		avail := c.avail.Sub(c.cover)
+		if e.policy.positionalCredit(c.limit.Credit) != nil {
+			avail = e.grantsAvailable(c.owner, c.limit.Credit, now, maxDec(decimal.Zero, c.newVal.Sub(c.limVal)))
+		}
+		if avail.IsPositive() {
 			lval = maxDec(c.newVal, lval).Add(avail)
 		}
 	}

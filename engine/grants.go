@@ -88,6 +88,22 @@ func (e *Engine) grantsAvailable(c *Customer, credit string, now int64, offset d
 
 // grantOrder returns the customer's usable grants in the policy's draw order.
 func (e *Engine) grantOrder(c *Customer, credit string, now int64) []*Grant {
+	if len(c.Grants) == 1 {
+		// The common case needs no copy and no sort.
+		g := c.Grants[0]
+		if !grantValueAt(g, now).IsPositive() {
+			return nil
+		}
+		if g.Credit != credit {
+			if _, err := e.policy.runeRate(g.Credit); err != nil {
+				return nil
+			}
+			if _, err := e.policy.runeRate(credit); err != nil {
+				return nil
+			}
+		}
+		return c.Grants
+	}
 	var gs []*Grant
 	for _, g := range c.Grants {
 		if !grantValueAt(g, now).IsPositive() {

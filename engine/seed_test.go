@@ -232,3 +232,26 @@ func TestStofFunctionsWarnNotFail(t *testing.T) {
 		t.Fatalf("static fallback: %v %+v", err, d)
 	}
 }
+
+func TestCheckAmountBounds(t *testing.T) {
+	for _, tc := range []struct {
+		v  string
+		ok bool
+	}{
+		{"0", true}, {"1.500000000000000000000", true}, {"0.000000000000000001", true},
+		{"0.0000000000000000001", false}, {"999999999999999999999999", true},
+		{"1000000000000000000000000", false}, {"-12.5", true}, {"1e24", false}, {"1e23", true},
+	} {
+		err := CheckAmount("value", dec(tc.v))
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckAmount(%s) = %v, want ok=%v", tc.v, err, tc.ok)
+		}
+	}
+	// A hostile exponent is refused without formatting the number.
+	if err := CheckAmount("value", decimal.New(1, 2_000_000_000)); err == nil {
+		t.Fatal("1e2000000000 accepted")
+	}
+	if err := CheckAmount("value", decimal.New(1, -2_000_000_000)); err == nil {
+		t.Fatal("1e-2000000000 accepted")
+	}
+}
