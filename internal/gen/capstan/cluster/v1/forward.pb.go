@@ -2,9 +2,9 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: capstan/internal/v1/forward.proto
+// source: capstan/cluster/v1/forward.proto
 
-package internalv1
+package clusterv1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -75,11 +75,11 @@ func (x Outcome) String() string {
 }
 
 func (Outcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_capstan_internal_v1_forward_proto_enumTypes[0].Descriptor()
+	return file_capstan_cluster_v1_forward_proto_enumTypes[0].Descriptor()
 }
 
 func (Outcome) Type() protoreflect.EnumType {
-	return &file_capstan_internal_v1_forward_proto_enumTypes[0]
+	return &file_capstan_cluster_v1_forward_proto_enumTypes[0]
 }
 
 func (x Outcome) Number() protoreflect.EnumNumber {
@@ -88,7 +88,7 @@ func (x Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Outcome.Descriptor instead.
 func (Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{0}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{0}
 }
 
 // ShardOp is a change to a raft group's leadership or configuration.
@@ -128,11 +128,11 @@ func (x ShardOp) String() string {
 }
 
 func (ShardOp) Descriptor() protoreflect.EnumDescriptor {
-	return file_capstan_internal_v1_forward_proto_enumTypes[1].Descriptor()
+	return file_capstan_cluster_v1_forward_proto_enumTypes[1].Descriptor()
 }
 
 func (ShardOp) Type() protoreflect.EnumType {
-	return &file_capstan_internal_v1_forward_proto_enumTypes[1]
+	return &file_capstan_cluster_v1_forward_proto_enumTypes[1]
 }
 
 func (x ShardOp) Number() protoreflect.EnumNumber {
@@ -141,7 +141,7 @@ func (x ShardOp) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ShardOp.Descriptor instead.
 func (ShardOp) EnumDescriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{1}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{1}
 }
 
 // Error is a refusal that keeps its kind across nodes.
@@ -159,7 +159,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[0]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +171,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[0]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +184,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{0}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Error) GetFsmCode() uint32 {
@@ -229,7 +229,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[1]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +241,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[1]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +254,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{1}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ApplyRequest) GetShard() uint32 {
@@ -281,7 +281,7 @@ func (x *ApplyRequest) GetCommand() []byte {
 // ApplyResponse is the state machine's result or why there is none.
 type ApplyResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Outcome  Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.internal.v1.Outcome" json:"outcome,omitempty"`
+	Outcome  Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.cluster.v1.Outcome" json:"outcome,omitempty"`
 	LeaderId string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	Message  string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	Error    *Error                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
@@ -293,7 +293,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[2]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +305,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[2]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +318,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{2}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ApplyResponse) GetOutcome() Outcome {
@@ -372,7 +372,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[3]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +384,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[3]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +397,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{3}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *QueryRequest) GetShard() uint32 {
@@ -438,7 +438,7 @@ func (x *QueryRequest) GetStale() bool {
 // QueryResponse is the read's answer.
 type QueryResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
-	Outcome  Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.internal.v1.Outcome" json:"outcome,omitempty"`
+	Outcome  Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.cluster.v1.Outcome" json:"outcome,omitempty"`
 	LeaderId string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	Message  string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	Error    *Error                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
@@ -456,7 +456,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[4]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +468,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[4]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +481,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{4}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *QueryResponse) GetOutcome() Outcome {
@@ -558,7 +558,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[5]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +570,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[5]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +583,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{5}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LookupRequest) GetShard() uint32 {
@@ -603,7 +603,7 @@ func (x *LookupRequest) GetRequestId() string {
 // LookupResponse is what the shard remembers.
 type LookupResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.internal.v1.Outcome" json:"outcome,omitempty"`
+	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.cluster.v1.Outcome" json:"outcome,omitempty"`
 	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	Found         bool                   `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"`
@@ -614,7 +614,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[6]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +626,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[6]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +639,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{6}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LookupResponse) GetOutcome() Outcome {
@@ -687,7 +687,7 @@ type MetaApplyRequest struct {
 
 func (x *MetaApplyRequest) Reset() {
 	*x = MetaApplyRequest{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[7]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +699,7 @@ func (x *MetaApplyRequest) String() string {
 func (*MetaApplyRequest) ProtoMessage() {}
 
 func (x *MetaApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[7]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +712,7 @@ func (x *MetaApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaApplyRequest.ProtoReflect.Descriptor instead.
 func (*MetaApplyRequest) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{7}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MetaApplyRequest) GetCommand() []byte {
@@ -725,7 +725,7 @@ func (x *MetaApplyRequest) GetCommand() []byte {
 // MetaApplyResponse is the meta state machine's answer.
 type MetaApplyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.internal.v1.Outcome" json:"outcome,omitempty"`
+	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.cluster.v1.Outcome" json:"outcome,omitempty"`
 	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	Result        []byte                 `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
@@ -735,7 +735,7 @@ type MetaApplyResponse struct {
 
 func (x *MetaApplyResponse) Reset() {
 	*x = MetaApplyResponse{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[8]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +747,7 @@ func (x *MetaApplyResponse) String() string {
 func (*MetaApplyResponse) ProtoMessage() {}
 
 func (x *MetaApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[8]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +760,7 @@ func (x *MetaApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaApplyResponse.ProtoReflect.Descriptor instead.
 func (*MetaApplyResponse) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{8}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MetaApplyResponse) GetOutcome() Outcome {
@@ -796,7 +796,7 @@ type ShardOpRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// group is the shard id, or the meta group's id.
 	Group         uint32  `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
-	Op            ShardOp `protobuf:"varint,2,opt,name=op,proto3,enum=capstan.internal.v1.ShardOp" json:"op,omitempty"`
+	Op            ShardOp `protobuf:"varint,2,opt,name=op,proto3,enum=capstan.cluster.v1.ShardOp" json:"op,omitempty"`
 	NodeId        string  `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	Address       string  `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -805,7 +805,7 @@ type ShardOpRequest struct {
 
 func (x *ShardOpRequest) Reset() {
 	*x = ShardOpRequest{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[9]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +817,7 @@ func (x *ShardOpRequest) String() string {
 func (*ShardOpRequest) ProtoMessage() {}
 
 func (x *ShardOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[9]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +830,7 @@ func (x *ShardOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardOpRequest.ProtoReflect.Descriptor instead.
 func (*ShardOpRequest) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{9}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ShardOpRequest) GetGroup() uint32 {
@@ -864,7 +864,7 @@ func (x *ShardOpRequest) GetAddress() string {
 // ShardOpResponse reports the change.
 type ShardOpResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.internal.v1.Outcome" json:"outcome,omitempty"`
+	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.cluster.v1.Outcome" json:"outcome,omitempty"`
 	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -873,7 +873,7 @@ type ShardOpResponse struct {
 
 func (x *ShardOpResponse) Reset() {
 	*x = ShardOpResponse{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[10]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +885,7 @@ func (x *ShardOpResponse) String() string {
 func (*ShardOpResponse) ProtoMessage() {}
 
 func (x *ShardOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[10]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +898,7 @@ func (x *ShardOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardOpResponse.ProtoReflect.Descriptor instead.
 func (*ShardOpResponse) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{10}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ShardOpResponse) GetOutcome() Outcome {
@@ -931,7 +931,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[11]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +943,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[11]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +956,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{11}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{11}
 }
 
 // NodeStatusResponse is one node's view of its replicas.
@@ -971,7 +971,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[12]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +983,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[12]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +996,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{12}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -1039,7 +1039,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[13]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1051,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[13]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1064,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{13}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Replica) GetShard() uint32 {
@@ -1147,7 +1147,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[14]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1159,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[14]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1172,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{14}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LeaveRequest) GetReason() string {
@@ -1191,7 +1191,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[15]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1203,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capstan_internal_v1_forward_proto_msgTypes[15]
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,14 +1216,14 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_capstan_internal_v1_forward_proto_rawDescGZIP(), []int{15}
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{15}
 }
 
-var File_capstan_internal_v1_forward_proto protoreflect.FileDescriptor
+var File_capstan_cluster_v1_forward_proto protoreflect.FileDescriptor
 
-const file_capstan_internal_v1_forward_proto_rawDesc = "" +
+const file_capstan_cluster_v1_forward_proto_rawDesc = "" +
 	"\n" +
-	"!capstan/internal/v1/forward.proto\x12\x13capstan.internal.v1\"u\n" +
+	" capstan/cluster/v1/forward.proto\x12\x12capstan.cluster.v1\"u\n" +
 	"\x05Error\x12\x19\n" +
 	"\bfsm_code\x18\x01 \x01(\rR\afsmCode\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x18\n" +
@@ -1233,12 +1233,12 @@ const file_capstan_internal_v1_forward_proto_rawDesc = "" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1f\n" +
 	"\vrouting_key\x18\x02 \x01(\tR\n" +
 	"routingKey\x12\x18\n" +
-	"\acommand\x18\x03 \x01(\fR\acommand\"\xc8\x01\n" +
-	"\rApplyResponse\x126\n" +
-	"\aoutcome\x18\x01 \x01(\x0e2\x1c.capstan.internal.v1.OutcomeR\aoutcome\x12\x1b\n" +
+	"\acommand\x18\x03 \x01(\fR\acommand\"\xc6\x01\n" +
+	"\rApplyResponse\x125\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x1b.capstan.cluster.v1.OutcomeR\aoutcome\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\x120\n" +
-	"\x05error\x18\x04 \x01(\v2\x1a.capstan.internal.v1.ErrorR\x05error\x12\x16\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12/\n" +
+	"\x05error\x18\x04 \x01(\v2\x19.capstan.cluster.v1.ErrorR\x05error\x12\x16\n" +
 	"\x06result\x18\x05 \x01(\fR\x06result\"\x83\x01\n" +
 	"\fQueryRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1f\n" +
@@ -1246,12 +1246,12 @@ const file_capstan_internal_v1_forward_proto_rawDesc = "" +
 	"routingKey\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04args\x18\x04 \x01(\fR\x04args\x12\x14\n" +
-	"\x05stale\x18\x05 \x01(\bR\x05stale\"\xc3\x02\n" +
-	"\rQueryResponse\x126\n" +
-	"\aoutcome\x18\x01 \x01(\x0e2\x1c.capstan.internal.v1.OutcomeR\aoutcome\x12\x1b\n" +
+	"\x05stale\x18\x05 \x01(\bR\x05stale\"\xc1\x02\n" +
+	"\rQueryResponse\x125\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x1b.capstan.cluster.v1.OutcomeR\aoutcome\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\x120\n" +
-	"\x05error\x18\x04 \x01(\v2\x1a.capstan.internal.v1.ErrorR\x05error\x12\x16\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12/\n" +
+	"\x05error\x18\x04 \x01(\v2\x19.capstan.cluster.v1.ErrorR\x05error\x12\x16\n" +
 	"\x06result\x18\x05 \x01(\fR\x06result\x12%\n" +
 	"\x0epolicy_version\x18\x06 \x01(\x04R\rpolicyVersion\x12#\n" +
 	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12\x17\n" +
@@ -1260,34 +1260,34 @@ const file_capstan_internal_v1_forward_proto_rawDesc = "" +
 	"\rLookupRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\xad\x01\n" +
-	"\x0eLookupResponse\x126\n" +
-	"\aoutcome\x18\x01 \x01(\x0e2\x1c.capstan.internal.v1.OutcomeR\aoutcome\x12\x1b\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\xac\x01\n" +
+	"\x0eLookupResponse\x125\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x1b.capstan.cluster.v1.OutcomeR\aoutcome\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
 	"\x05found\x18\x04 \x01(\bR\x05found\x12\x16\n" +
 	"\x06result\x18\x05 \x01(\fR\x06result\",\n" +
 	"\x10MetaApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"\x9a\x01\n" +
-	"\x11MetaApplyResponse\x126\n" +
-	"\aoutcome\x18\x01 \x01(\x0e2\x1c.capstan.internal.v1.OutcomeR\aoutcome\x12\x1b\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"\x99\x01\n" +
+	"\x11MetaApplyResponse\x125\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x1b.capstan.cluster.v1.OutcomeR\aoutcome\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
-	"\x06result\x18\x04 \x01(\fR\x06result\"\x87\x01\n" +
+	"\x06result\x18\x04 \x01(\fR\x06result\"\x86\x01\n" +
 	"\x0eShardOpRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\rR\x05group\x12,\n" +
-	"\x02op\x18\x02 \x01(\x0e2\x1c.capstan.internal.v1.ShardOpR\x02op\x12\x17\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\x12+\n" +
+	"\x02op\x18\x02 \x01(\x0e2\x1b.capstan.cluster.v1.ShardOpR\x02op\x12\x17\n" +
 	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x80\x01\n" +
-	"\x0fShardOpResponse\x126\n" +
-	"\aoutcome\x18\x01 \x01(\x0e2\x1c.capstan.internal.v1.OutcomeR\aoutcome\x12\x1b\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x7f\n" +
+	"\x0fShardOpResponse\x125\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x1b.capstan.cluster.v1.OutcomeR\aoutcome\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"\x13\n" +
-	"\x11NodeStatusRequest\"\x7f\n" +
+	"\x11NodeStatusRequest\"~\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
-	"\x06region\x18\x02 \x01(\tR\x06region\x128\n" +
-	"\breplicas\x18\x03 \x03(\v2\x1c.capstan.internal.v1.ReplicaR\breplicas\"\xc0\x02\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x127\n" +
+	"\breplicas\x18\x03 \x03(\v2\x1b.capstan.cluster.v1.ReplicaR\breplicas\"\xc0\x02\n" +
 	"\aReplica\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1319,75 +1319,75 @@ const file_capstan_internal_v1_forward_proto_rawDesc = "" +
 	"\x14SHARD_OP_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cSHARD_OP_TRANSFER_LEADERSHIP\x10\x01\x12\x16\n" +
 	"\x12SHARD_OP_ADD_VOTER\x10\x02\x12\x1a\n" +
-	"\x16SHARD_OP_REMOVE_SERVER\x10\x032\xf3\x04\n" +
-	"\x0eForwardService\x12N\n" +
-	"\x05Apply\x12!.capstan.internal.v1.ApplyRequest\x1a\".capstan.internal.v1.ApplyResponse\x12S\n" +
-	"\x05Query\x12!.capstan.internal.v1.QueryRequest\x1a\".capstan.internal.v1.QueryResponse\"\x03\x90\x02\x01\x12V\n" +
-	"\x06Lookup\x12\".capstan.internal.v1.LookupRequest\x1a#.capstan.internal.v1.LookupResponse\"\x03\x90\x02\x01\x12Z\n" +
-	"\tMetaApply\x12%.capstan.internal.v1.MetaApplyRequest\x1a&.capstan.internal.v1.MetaApplyResponse\x12T\n" +
-	"\aShardOp\x12#.capstan.internal.v1.ShardOpRequest\x1a$.capstan.internal.v1.ShardOpResponse\x12b\n" +
+	"\x16SHARD_OP_REMOVE_SERVER\x10\x032\xe5\x04\n" +
+	"\x0eForwardService\x12L\n" +
+	"\x05Apply\x12 .capstan.cluster.v1.ApplyRequest\x1a!.capstan.cluster.v1.ApplyResponse\x12Q\n" +
+	"\x05Query\x12 .capstan.cluster.v1.QueryRequest\x1a!.capstan.cluster.v1.QueryResponse\"\x03\x90\x02\x01\x12T\n" +
+	"\x06Lookup\x12!.capstan.cluster.v1.LookupRequest\x1a\".capstan.cluster.v1.LookupResponse\"\x03\x90\x02\x01\x12X\n" +
+	"\tMetaApply\x12$.capstan.cluster.v1.MetaApplyRequest\x1a%.capstan.cluster.v1.MetaApplyResponse\x12R\n" +
+	"\aShardOp\x12\".capstan.cluster.v1.ShardOpRequest\x1a#.capstan.cluster.v1.ShardOpResponse\x12`\n" +
 	"\n" +
-	"NodeStatus\x12&.capstan.internal.v1.NodeStatusRequest\x1a'.capstan.internal.v1.NodeStatusResponse\"\x03\x90\x02\x01\x12N\n" +
-	"\x05Leave\x12!.capstan.internal.v1.LeaveRequest\x1a\".capstan.internal.v1.LeaveResponseBJZHgithub.com/capstanhq/capstan/internal/gen/capstan/internal/v1;internalv1b\x06proto3"
+	"NodeStatus\x12%.capstan.cluster.v1.NodeStatusRequest\x1a&.capstan.cluster.v1.NodeStatusResponse\"\x03\x90\x02\x01\x12L\n" +
+	"\x05Leave\x12 .capstan.cluster.v1.LeaveRequest\x1a!.capstan.cluster.v1.LeaveResponseBHZFgithub.com/capstanhq/capstan/internal/gen/capstan/cluster/v1;clusterv1b\x06proto3"
 
 var (
-	file_capstan_internal_v1_forward_proto_rawDescOnce sync.Once
-	file_capstan_internal_v1_forward_proto_rawDescData []byte
+	file_capstan_cluster_v1_forward_proto_rawDescOnce sync.Once
+	file_capstan_cluster_v1_forward_proto_rawDescData []byte
 )
 
-func file_capstan_internal_v1_forward_proto_rawDescGZIP() []byte {
-	file_capstan_internal_v1_forward_proto_rawDescOnce.Do(func() {
-		file_capstan_internal_v1_forward_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_capstan_internal_v1_forward_proto_rawDesc), len(file_capstan_internal_v1_forward_proto_rawDesc)))
+func file_capstan_cluster_v1_forward_proto_rawDescGZIP() []byte {
+	file_capstan_cluster_v1_forward_proto_rawDescOnce.Do(func() {
+		file_capstan_cluster_v1_forward_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_capstan_cluster_v1_forward_proto_rawDesc), len(file_capstan_cluster_v1_forward_proto_rawDesc)))
 	})
-	return file_capstan_internal_v1_forward_proto_rawDescData
+	return file_capstan_cluster_v1_forward_proto_rawDescData
 }
 
-var file_capstan_internal_v1_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_capstan_internal_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
-var file_capstan_internal_v1_forward_proto_goTypes = []any{
-	(Outcome)(0),               // 0: capstan.internal.v1.Outcome
-	(ShardOp)(0),               // 1: capstan.internal.v1.ShardOp
-	(*Error)(nil),              // 2: capstan.internal.v1.Error
-	(*ApplyRequest)(nil),       // 3: capstan.internal.v1.ApplyRequest
-	(*ApplyResponse)(nil),      // 4: capstan.internal.v1.ApplyResponse
-	(*QueryRequest)(nil),       // 5: capstan.internal.v1.QueryRequest
-	(*QueryResponse)(nil),      // 6: capstan.internal.v1.QueryResponse
-	(*LookupRequest)(nil),      // 7: capstan.internal.v1.LookupRequest
-	(*LookupResponse)(nil),     // 8: capstan.internal.v1.LookupResponse
-	(*MetaApplyRequest)(nil),   // 9: capstan.internal.v1.MetaApplyRequest
-	(*MetaApplyResponse)(nil),  // 10: capstan.internal.v1.MetaApplyResponse
-	(*ShardOpRequest)(nil),     // 11: capstan.internal.v1.ShardOpRequest
-	(*ShardOpResponse)(nil),    // 12: capstan.internal.v1.ShardOpResponse
-	(*NodeStatusRequest)(nil),  // 13: capstan.internal.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil), // 14: capstan.internal.v1.NodeStatusResponse
-	(*Replica)(nil),            // 15: capstan.internal.v1.Replica
-	(*LeaveRequest)(nil),       // 16: capstan.internal.v1.LeaveRequest
-	(*LeaveResponse)(nil),      // 17: capstan.internal.v1.LeaveResponse
+var file_capstan_cluster_v1_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_capstan_cluster_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_capstan_cluster_v1_forward_proto_goTypes = []any{
+	(Outcome)(0),               // 0: capstan.cluster.v1.Outcome
+	(ShardOp)(0),               // 1: capstan.cluster.v1.ShardOp
+	(*Error)(nil),              // 2: capstan.cluster.v1.Error
+	(*ApplyRequest)(nil),       // 3: capstan.cluster.v1.ApplyRequest
+	(*ApplyResponse)(nil),      // 4: capstan.cluster.v1.ApplyResponse
+	(*QueryRequest)(nil),       // 5: capstan.cluster.v1.QueryRequest
+	(*QueryResponse)(nil),      // 6: capstan.cluster.v1.QueryResponse
+	(*LookupRequest)(nil),      // 7: capstan.cluster.v1.LookupRequest
+	(*LookupResponse)(nil),     // 8: capstan.cluster.v1.LookupResponse
+	(*MetaApplyRequest)(nil),   // 9: capstan.cluster.v1.MetaApplyRequest
+	(*MetaApplyResponse)(nil),  // 10: capstan.cluster.v1.MetaApplyResponse
+	(*ShardOpRequest)(nil),     // 11: capstan.cluster.v1.ShardOpRequest
+	(*ShardOpResponse)(nil),    // 12: capstan.cluster.v1.ShardOpResponse
+	(*NodeStatusRequest)(nil),  // 13: capstan.cluster.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil), // 14: capstan.cluster.v1.NodeStatusResponse
+	(*Replica)(nil),            // 15: capstan.cluster.v1.Replica
+	(*LeaveRequest)(nil),       // 16: capstan.cluster.v1.LeaveRequest
+	(*LeaveResponse)(nil),      // 17: capstan.cluster.v1.LeaveResponse
 }
-var file_capstan_internal_v1_forward_proto_depIdxs = []int32{
-	0,  // 0: capstan.internal.v1.ApplyResponse.outcome:type_name -> capstan.internal.v1.Outcome
-	2,  // 1: capstan.internal.v1.ApplyResponse.error:type_name -> capstan.internal.v1.Error
-	0,  // 2: capstan.internal.v1.QueryResponse.outcome:type_name -> capstan.internal.v1.Outcome
-	2,  // 3: capstan.internal.v1.QueryResponse.error:type_name -> capstan.internal.v1.Error
-	0,  // 4: capstan.internal.v1.LookupResponse.outcome:type_name -> capstan.internal.v1.Outcome
-	0,  // 5: capstan.internal.v1.MetaApplyResponse.outcome:type_name -> capstan.internal.v1.Outcome
-	1,  // 6: capstan.internal.v1.ShardOpRequest.op:type_name -> capstan.internal.v1.ShardOp
-	0,  // 7: capstan.internal.v1.ShardOpResponse.outcome:type_name -> capstan.internal.v1.Outcome
-	15, // 8: capstan.internal.v1.NodeStatusResponse.replicas:type_name -> capstan.internal.v1.Replica
-	3,  // 9: capstan.internal.v1.ForwardService.Apply:input_type -> capstan.internal.v1.ApplyRequest
-	5,  // 10: capstan.internal.v1.ForwardService.Query:input_type -> capstan.internal.v1.QueryRequest
-	7,  // 11: capstan.internal.v1.ForwardService.Lookup:input_type -> capstan.internal.v1.LookupRequest
-	9,  // 12: capstan.internal.v1.ForwardService.MetaApply:input_type -> capstan.internal.v1.MetaApplyRequest
-	11, // 13: capstan.internal.v1.ForwardService.ShardOp:input_type -> capstan.internal.v1.ShardOpRequest
-	13, // 14: capstan.internal.v1.ForwardService.NodeStatus:input_type -> capstan.internal.v1.NodeStatusRequest
-	16, // 15: capstan.internal.v1.ForwardService.Leave:input_type -> capstan.internal.v1.LeaveRequest
-	4,  // 16: capstan.internal.v1.ForwardService.Apply:output_type -> capstan.internal.v1.ApplyResponse
-	6,  // 17: capstan.internal.v1.ForwardService.Query:output_type -> capstan.internal.v1.QueryResponse
-	8,  // 18: capstan.internal.v1.ForwardService.Lookup:output_type -> capstan.internal.v1.LookupResponse
-	10, // 19: capstan.internal.v1.ForwardService.MetaApply:output_type -> capstan.internal.v1.MetaApplyResponse
-	12, // 20: capstan.internal.v1.ForwardService.ShardOp:output_type -> capstan.internal.v1.ShardOpResponse
-	14, // 21: capstan.internal.v1.ForwardService.NodeStatus:output_type -> capstan.internal.v1.NodeStatusResponse
-	17, // 22: capstan.internal.v1.ForwardService.Leave:output_type -> capstan.internal.v1.LeaveResponse
+var file_capstan_cluster_v1_forward_proto_depIdxs = []int32{
+	0,  // 0: capstan.cluster.v1.ApplyResponse.outcome:type_name -> capstan.cluster.v1.Outcome
+	2,  // 1: capstan.cluster.v1.ApplyResponse.error:type_name -> capstan.cluster.v1.Error
+	0,  // 2: capstan.cluster.v1.QueryResponse.outcome:type_name -> capstan.cluster.v1.Outcome
+	2,  // 3: capstan.cluster.v1.QueryResponse.error:type_name -> capstan.cluster.v1.Error
+	0,  // 4: capstan.cluster.v1.LookupResponse.outcome:type_name -> capstan.cluster.v1.Outcome
+	0,  // 5: capstan.cluster.v1.MetaApplyResponse.outcome:type_name -> capstan.cluster.v1.Outcome
+	1,  // 6: capstan.cluster.v1.ShardOpRequest.op:type_name -> capstan.cluster.v1.ShardOp
+	0,  // 7: capstan.cluster.v1.ShardOpResponse.outcome:type_name -> capstan.cluster.v1.Outcome
+	15, // 8: capstan.cluster.v1.NodeStatusResponse.replicas:type_name -> capstan.cluster.v1.Replica
+	3,  // 9: capstan.cluster.v1.ForwardService.Apply:input_type -> capstan.cluster.v1.ApplyRequest
+	5,  // 10: capstan.cluster.v1.ForwardService.Query:input_type -> capstan.cluster.v1.QueryRequest
+	7,  // 11: capstan.cluster.v1.ForwardService.Lookup:input_type -> capstan.cluster.v1.LookupRequest
+	9,  // 12: capstan.cluster.v1.ForwardService.MetaApply:input_type -> capstan.cluster.v1.MetaApplyRequest
+	11, // 13: capstan.cluster.v1.ForwardService.ShardOp:input_type -> capstan.cluster.v1.ShardOpRequest
+	13, // 14: capstan.cluster.v1.ForwardService.NodeStatus:input_type -> capstan.cluster.v1.NodeStatusRequest
+	16, // 15: capstan.cluster.v1.ForwardService.Leave:input_type -> capstan.cluster.v1.LeaveRequest
+	4,  // 16: capstan.cluster.v1.ForwardService.Apply:output_type -> capstan.cluster.v1.ApplyResponse
+	6,  // 17: capstan.cluster.v1.ForwardService.Query:output_type -> capstan.cluster.v1.QueryResponse
+	8,  // 18: capstan.cluster.v1.ForwardService.Lookup:output_type -> capstan.cluster.v1.LookupResponse
+	10, // 19: capstan.cluster.v1.ForwardService.MetaApply:output_type -> capstan.cluster.v1.MetaApplyResponse
+	12, // 20: capstan.cluster.v1.ForwardService.ShardOp:output_type -> capstan.cluster.v1.ShardOpResponse
+	14, // 21: capstan.cluster.v1.ForwardService.NodeStatus:output_type -> capstan.cluster.v1.NodeStatusResponse
+	17, // 22: capstan.cluster.v1.ForwardService.Leave:output_type -> capstan.cluster.v1.LeaveResponse
 	16, // [16:23] is the sub-list for method output_type
 	9,  // [9:16] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
@@ -1395,27 +1395,27 @@ var file_capstan_internal_v1_forward_proto_depIdxs = []int32{
 	0,  // [0:9] is the sub-list for field type_name
 }
 
-func init() { file_capstan_internal_v1_forward_proto_init() }
-func file_capstan_internal_v1_forward_proto_init() {
-	if File_capstan_internal_v1_forward_proto != nil {
+func init() { file_capstan_cluster_v1_forward_proto_init() }
+func file_capstan_cluster_v1_forward_proto_init() {
+	if File_capstan_cluster_v1_forward_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capstan_internal_v1_forward_proto_rawDesc), len(file_capstan_internal_v1_forward_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capstan_cluster_v1_forward_proto_rawDesc), len(file_capstan_cluster_v1_forward_proto_rawDesc)),
 			NumEnums:      2,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_capstan_internal_v1_forward_proto_goTypes,
-		DependencyIndexes: file_capstan_internal_v1_forward_proto_depIdxs,
-		EnumInfos:         file_capstan_internal_v1_forward_proto_enumTypes,
-		MessageInfos:      file_capstan_internal_v1_forward_proto_msgTypes,
+		GoTypes:           file_capstan_cluster_v1_forward_proto_goTypes,
+		DependencyIndexes: file_capstan_cluster_v1_forward_proto_depIdxs,
+		EnumInfos:         file_capstan_cluster_v1_forward_proto_enumTypes,
+		MessageInfos:      file_capstan_cluster_v1_forward_proto_msgTypes,
 	}.Build()
-	File_capstan_internal_v1_forward_proto = out.File
-	file_capstan_internal_v1_forward_proto_goTypes = nil
-	file_capstan_internal_v1_forward_proto_depIdxs = nil
+	File_capstan_cluster_v1_forward_proto = out.File
+	file_capstan_cluster_v1_forward_proto_goTypes = nil
+	file_capstan_cluster_v1_forward_proto_depIdxs = nil
 }
