@@ -167,7 +167,8 @@ func RunSuite(ctx context.Context, c SuiteConfig) (*Report, error) {
 		}
 		rep.Targets = append(rep.Targets, info)
 	}
-	if c.Server.Latency != "" && slices.Contains(c.Targets, "3-node-regions") {
+	ranRegions := slices.ContainsFunc(rep.Targets, func(t TargetInfo) bool { return t.Name == "3-node-regions" && t.Status == "ok" })
+	if c.Server.Latency != "" && ranRegions {
 		rep.Notes = append(rep.Notes, "3-node-regions: one-way delay between the nodes' regions "+c.Server.Latency+
 			" (faultnet syntax); nodes in "+strings.Join(c.Server.Regions, ", ")+", clients spread evenly, each calling the node in its own region.")
 	}
