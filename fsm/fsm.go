@@ -37,6 +37,9 @@ type Options struct {
 	// Logger receives apply failures (panics converted to CodeInternal) and
 	// snapshot/restore summaries. Default slog.Default().
 	Logger *slog.Logger
+	// EventLogSize bounds the events kept for streaming consumers. Default
+	// DefaultEventLogSize.
+	EventLogSize int
 }
 
 // FSM is one shard's replicated state machine over one engine.Engine. It implements
@@ -57,7 +60,8 @@ type FSM struct {
 	clock         int64 // ms; max of every command time applied
 	index, term   uint64
 	dedupe        *dedupeTable
-	gen           uint64 // bumped on every change; keys the state hash cache
+	events        *eventLog // newest events, for streaming consumers (not in snapshots)
+	gen           uint64    // bumped on every change; keys the state hash cache
 
 	hashMu   sync.Mutex
 	hashGen  uint64
@@ -86,6 +90,7 @@ func New(opts Options) *FSM {
 		logger: opts.Logger.With("shard", opts.Shard),
 		eng:    engine.New(nil),
 		dedupe: newDedupeTable(opts.DedupeWindow, opts.DedupeMaxEntries, opts.DedupeMaxBytes),
+		events: newEventLog(opts.EventLogSize),
 	}
 }
 
@@ -175,6 +180,7 @@ func (f *FSM) applyCommand(index uint64, data []byte) *Result {
 		res = f.execute(index, now, cmd)
 	}
 	res.Index, res.Timestamp, res.PolicyVersion = index, now, f.policyVersion
+	f.events.append(index, now, id, f.policyVersion, resultEvents(res))
 
 	if id != "" {
 		enc, err := EncodeResult(res)

@@ -132,6 +132,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.clock = st.Header.Clock
 	f.index, f.term = st.Header.Index, st.Header.Term
 	f.dedupe = dd
+	f.events.reset(st.Header.Index)
 	f.gen++
 	f.mu.Unlock()
 
