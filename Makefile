@@ -70,12 +70,19 @@ image: build
 	printf '*\n!capstan\n!capstanctl\n' > $(BIN)/.dockerignore
 	docker build -t capstan:$(VERSION) -t capstan:latest -f Dockerfile $(BIN)
 
+## cluster-up: the 5-node, 3-region compose cluster on ports 17070-17074 (fresh data)
 cluster-up: image
-	docker-compose down -v --remove-orphans >/dev/null 2>&1 || true
-	docker-compose up -d
+	docker-compose -p capstan --profile spare down -v --remove-orphans >/dev/null 2>&1 || true
+	docker-compose -p capstan up -d
+	@for i in $$(seq 90); do \
+	  s=$$(docker inspect -f '{{.State.Health.Status}}' capstan-n1 capstan-n2 capstan-n3 capstan-n4 capstan-n5 2>/dev/null | sort -u); \
+	  if [ "$$s" = healthy ]; then echo "cluster healthy: http://127.0.0.1:17070 .. :17074 (docs/docker.md)"; exit 0; fi; \
+	  sleep 2; \
+	done; echo "cluster not healthy after 180s: see docker-compose -p capstan ps / logs" >&2; exit 1
 
+## cluster-down: stop the compose cluster and delete its volumes
 cluster-down:
-	docker-compose down -v --remove-orphans
+	docker-compose -p capstan --profile spare down -v --remove-orphans
 
 clean:
 	rm -rf $(BIN) data
