@@ -79,3 +79,34 @@ func TestGeneratorDoesNotAllocatePerRequest(t *testing.T) {
 		t.Errorf("%.3f allocations per request", perReq)
 	}
 }
+
+// threeRegions is the null target with a client endpoint in each of three regions.
+type threeRegions struct{ NullTarget }
+
+func (threeRegions) Regions() []string { return []string{"us-east", "eu-west", "ap-south"} }
+
+// TestLatencyByRegion checks requests are spread over the client regions and each
+// region gets its own latency summary.
+func TestLatencyByRegion(t *testing.T) {
+	f := NewFixture(100, 1)
+	s, err := NewSchedule(Uniform, f, 3000, 300*time.Millisecond, ArrivalPoisson, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), threeRegions{}, s, RunConfig{Workers: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	regions := threeRegions{}.Regions()
+	for _, r := range regions {
+		p, ok := res.ByRegion[r]
+		if !ok || p.Count < res.Sent/6 {
+			t.Errorf("region %s: %+v (of %d requests)", r, p, res.Sent)
+		}
+		sum += p.Count
+	}
+	if sum != res.Sent {
+		t.Errorf("regions hold %d requests, sent %d", sum, res.Sent)
+	}
+}
