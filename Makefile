@@ -60,9 +60,10 @@ generate-check: generate
 bench: build
 	$(BIN)/capstan-bench -suite short -out bench/results
 
-## e2e: docker-compose fault-injection suite
+## e2e: docker-compose fault-injection suite (needs a Docker engine; under 15 minutes;
+## a failed check leaves the history, visualisation and node logs in e2e/out/)
 e2e: image
-	$(GO) test -tags e2e -count=1 -timeout 15m ./e2e/...
+	$(GO) test -tags e2e -count=1 -v -timeout 14m ./e2e/...
 
 ## image: FROM scratch image with the static binaries (bin/ is the build context;
 ## the .dockerignore written there keeps the context to capstan and capstanctl)
