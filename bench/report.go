@@ -138,7 +138,8 @@ func (r *Report) finish() {
 			judge("3 nodes: p99 <= 5 ms at 10k/s offered", true, at10k.Latency.P99 <= 5,
 				fmt.Sprintf("p99 %s, throughput %.0f/s", fmtMS(at10k.Latency.P99), at10k.Throughput))
 		} else {
-			judge("3 nodes: p99 <= 5 ms at 10k/s offered", false, false, "the sweep stopped before 10k/s: "+three.StoppedBecause)
+			// The sweep only stops below 10k/s when lower rates already missed.
+			judge("3 nodes: p99 <= 5 ms at 10k/s offered", true, false, "the sweep stopped before 10k/s: "+three.StoppedBecause)
 		}
 	} else {
 		judge("3 nodes: >= 30k linearizable allow/s sustained", false, false, "3-node target "+r.status("3-node"))
@@ -260,7 +261,11 @@ func (r *Report) Markdown() string {
 	for _, t := range r.Targets {
 		s := r.sweep(t.Name)
 		if s == nil || len(s.Steps) == 0 {
-			fmt.Fprintf(&b, "| %s | %s | | | |%s\n", t.Name, t.Status, strings.Repeat(" |", len(c.SweepRates)))
+			status := t.Status
+			if status == "ok" {
+				status = "not swept"
+			}
+			fmt.Fprintf(&b, "| %s | %s | | | |%s\n", t.Name, status, strings.Repeat(" |", len(c.SweepRates)))
 			continue
 		}
 		kr := ""

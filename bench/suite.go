@@ -89,7 +89,7 @@ func Suites(name string) (SuiteConfig, error) {
 		base.SweepStep = 2 * time.Second
 		base.Warmup = 500 * time.Millisecond
 		base.Grace = time.Second
-		base.Customers, base.Capped = 1000, 20
+		base.Customers, base.Capped = 500, 20
 	case "full":
 		base.FixedRate = 5000
 		base.FixedDuration = 15 * time.Second
