@@ -200,10 +200,10 @@ func (c *SuiteConfig) runTarget(ctx context.Context, t Target, f *Fixture, rep *
 		rep.EngineClosedLoop = ip.ClosedLoop(time.Second)
 		progress("engine closed loop: %.0f allow/s", rep.EngineClosedLoop)
 	}
+	_, null := t.(NullTarget)
+	_, local := t.(*InProcess)
 	workers := c.Workers
-	if _, local := t.(*InProcess); local {
-		workers = c.InProcWorkers
-	} else if _, null := t.(NullTarget); null {
+	if null || local {
 		workers = c.InProcWorkers
 	}
 	run := func(w Workload, rate float64, d time.Duration, seed int64) (*Result, error) {
@@ -224,7 +224,6 @@ func (c *SuiteConfig) runTarget(ctx context.Context, t Target, f *Fixture, rep *
 			return fmt.Errorf("warmup: %w", err)
 		}
 	}
-	_, null := t.(NullTarget)
 	regional := t.Name() == "3-node-regions"
 	for i, w := range c.Workloads {
 		if (null || regional) && w.Name != Uniform.Name {
@@ -269,7 +268,7 @@ func (c *SuiteConfig) runTarget(ctx context.Context, t Target, f *Fixture, rep *
 	}
 	sw := &Sweep{Target: t.Name(), Workload: c.SweepWorkload.Name, BoundMS: ms(c.P99Bound)}
 	rep.Sweeps = append(rep.Sweeps, sw)
-	misses := 0
+	misses, missedAny := 0, false
 	for i, rate := range rates {
 		res, err := run(c.SweepWorkload, rate, c.SweepStep, c.Seed+100+int64(i))
 		if err != nil {
@@ -280,13 +279,14 @@ func (c *SuiteConfig) runTarget(ctx context.Context, t Target, f *Fixture, rep *
 		// One miss may be a hiccup of a shared machine; two in a row end the sweep.
 		if why := missed(res, c.P99Bound); why != "" {
 			misses++
+			missedAny = true
 			sw.StoppedBecause = fmt.Sprintf("at %.0f/s: %s", rate, why)
 			if misses == 2 {
 				break
 			}
 			continue
 		}
-		if misses == 0 {
+		if !missedAny {
 			sw.Knee = rate
 		}
 		misses = 0
