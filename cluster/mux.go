@@ -65,11 +65,24 @@ func NewMux(ln net.Listener, advertise string, dial DialFunc, logger *slog.Logge
 	}
 	addr := ln.Addr()
 	if advertise != "" {
-		a, err := net.ResolveTCPAddr("tcp", advertise)
+		host, _, err := net.SplitHostPort(advertise)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: advertise address %q: %w", advertise, err)
 		}
-		addr = a
+		if ip := net.ParseIP(host); ip != nil {
+			addr = &net.TCPAddr{IP: ip, Port: ln.Addr().(*net.TCPAddr).Port}
+			if a, err := net.ResolveTCPAddr("tcp", advertise); err == nil {
+				addr = a
+			}
+		} else {
+			// A host name stays a name: peers resolve it on every dial, so a
+			// node whose address changes under a stable name (containers)
+			// keeps its place in every raft configuration.
+			if host == "" {
+				return nil, fmt.Errorf("cluster: advertise address %q has no host", advertise)
+			}
+			addr = hostAddr(advertise)
+		}
 	}
 	if ta, ok := addr.(*net.TCPAddr); ok && (ta.IP == nil || ta.IP.IsUnspecified()) {
 		return nil, fmt.Errorf("cluster: raft address %s is not one peers can dial: give a host (e.g. 127.0.0.1:7946)", addr)
@@ -82,6 +95,12 @@ func NewMux(ln net.Listener, advertise string, dial DialFunc, logger *slog.Logge
 
 // Addr is the advertised address.
 func (m *Mux) Addr() net.Addr { return m.advertise }
+
+// hostAddr is an advertised "host:port" kept as written.
+type hostAddr string
+
+func (a hostAddr) Network() string { return "tcp" }
+func (a hostAddr) String() string  { return string(a) }
 
 func (m *Mux) serve() {
 	defer m.wg.Done()

@@ -19,11 +19,18 @@ import (
 	"github.com/capstanhq/capstan/internal/raftgroup"
 )
 
+// testLogger logs to stderr when CAPSTAN_TEST_LOG is set: at the level it
+// names (debug, info, warn, error), debug for any other value.
 func testLogger() *slog.Logger {
-	if os.Getenv("CAPSTAN_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	v := os.Getenv("CAPSTAN_TEST_LOG")
+	if v == "" {
+		return slog.New(slog.DiscardHandler)
 	}
-	return slog.New(slog.DiscardHandler)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(v)); err != nil {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() string) {

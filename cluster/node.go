@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/capstanhq/capstan/engine"
 	"github.com/capstanhq/capstan/fsm"
+	"github.com/capstanhq/capstan/internal/faultnet"
 	"github.com/capstanhq/capstan/internal/raftgroup"
 )
 
@@ -32,17 +34,43 @@ const (
 	// transport settings for each group's NetworkTransport on the mux.
 	transportMaxPool = 3
 	transportTimeout = 10 * time.Second
+	// leaderWait bounds how long a routed call waits on one replica for a
+	// shard's election before it looks elsewhere (gossip, other replicas).
+	leaderWait = time.Second
 )
 
-// Node hosts shards, each its own raft group, all on one node-to-node port.
+// Node hosts shards, each its own raft group, all on one node-to-node port. A
+// standalone node hosts every shard; a cluster node (Config.GossipAddr) hosts
+// the shards the cluster map places on it and forwards the rest.
 type Node struct {
 	cfg     Config
 	logger  *slog.Logger
 	mux     *Mux
-	nshards int
-	// shards holds the shards hosted here, by id. With a single node that is every
-	// shard; multi-node placement will host a subset and guard the map.
-	shards map[int]*shard
+	local   faultnet.Endpoint
+	cluster bool
+
+	mu      sync.RWMutex
+	nshards int            // 0 until a cluster node learns the map
+	shards  map[int]*shard // hosted shards by id
+	meta    nodeMeta       // node.json as last written
+
+	// Cluster mode.
+	metaG       *raftgroup.Group
+	metaF       *metaFSM
+	cachedMap   atomic.Pointer[clusterMap] // DataDir/cluster.json
+	members     *membership
+	fwd         *forwarder
+	hints       sync.Map // shard id -> leader node id learned from NOT_LEADER answers
+	addrs       atomic.Pointer[map[string]faultnet.Endpoint]
+	gossipAddr  string
+	fresh       bool // node.json had no cluster id at open: may bootstrap formation groups
+	wake        chan struct{}
+	reconcileMu sync.Mutex
+	retired     atomic.Bool
+	ledMu       sync.Mutex
+	led         map[int]bool // shards this node led at the last look (leadershipLoop)
+	catchingUp  sync.Map     // shard id -> true while a policy catch-up runs
+	wg          sync.WaitGroup
 
 	policyMu sync.Mutex // serialises SetPolicy
 
@@ -66,49 +94,72 @@ type shard struct {
 	hashIndex uint64
 }
 
-// Open opens (creating or bootstrapping as configured) every shard in
-// cfg.DataDir. With Bootstrap and a Policy it waits until every shard has a
-// leader and a policy.
+// Open opens (creating or bootstrapping as configured) the node in
+// cfg.DataDir. A standalone node opens every shard; with Bootstrap and a Policy
+// it waits until every shard has a leader and a policy. A cluster node starts
+// gossip and its meta group, opens the shards the cluster map (or its cached
+// copy) places on it and returns at once: the cluster forms, or the node
+// joins, in the background (see Ready).
 func Open(cfg Config) (_ *Node, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Bootstrap && cfg.Policy != "" {
+	if cfg.Policy != "" && (cfg.Bootstrap || cfg.clustered()) {
 		if _, err := engine.LoadPolicy(cfg.Policy, cfg.PolicyFormat); err != nil {
 			return nil, fmt.Errorf("cluster: bootstrap policy: %w", err)
 		}
 	}
-	nshards, err := loadOrCreateMeta(&cfg)
+	meta, err := loadOrCreateMeta(&cfg)
 	if err != nil {
 		return nil, err
 	}
 	logger := cfg.Logger.With("node", cfg.NodeID)
+	n := &Node{cfg: cfg, logger: logger, nshards: meta.Shards, shards: map[int]*shard{}, meta: meta,
+		cluster: cfg.clustered(), local: faultnet.Endpoint{Node: cfg.NodeID, Region: cfg.Region},
+		wake: make(chan struct{}, 1), closed: make(chan struct{})}
 
-	ln, advertise := cfg.RaftListener, cfg.RaftAddr
+	ln, advertise, dial := cfg.RaftListener, cfg.RaftAddr, cfg.RaftDial
+	if cfg.AdvertiseRaft != "" {
+		advertise = cfg.AdvertiseRaft
+	}
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.RaftAddr); err != nil {
 			return nil, fmt.Errorf("cluster: listen on raft address: %w", err)
 		}
-		if _, port, _ := net.SplitHostPort(cfg.RaftAddr); port == "0" {
+		if _, port, _ := net.SplitHostPort(advertise); port == "0" {
 			advertise = ln.Addr().String()
 		}
+		if n.cluster {
+			// Always wrapped: it strips the preamble of peers that inject faults.
+			ln = faultnet.NewListener(ln, cfg.Faults, n.local, nil)
+		}
 	}
-	mux, err := NewMux(ln, advertise, cfg.RaftDial, logger)
+	if n.cluster && dial == nil {
+		d := &faultnet.Dialer{Rules: cfg.Faults, Local: n.local, Resolve: n.resolve}
+		dial = d.DialContext
+	}
+	mux, err := NewMux(ln, advertise, dial, logger)
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, logger: logger, mux: mux, nshards: nshards, shards: map[int]*shard{}, closed: make(chan struct{})}
+	n.mux = mux
 	defer func() {
 		if err != nil {
 			n.shutdown(false)
 		}
 	}()
+	if n.cluster {
+		if err := n.openCluster(); err != nil {
+			return nil, err
+		}
+		return n, nil
+	}
 
 	var mu sync.Mutex
-	err = n.eachShardID(nshards, func(id int) error {
-		s, err := n.openShard(id)
+	err = n.eachShardID(n.nshards, func(id int) error {
+		s, err := n.openShard(id, cfg.Bootstrap, nil)
 		if err != nil {
 			return err
 		}
@@ -120,7 +171,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	logger.Info("node opened", "shards", nshards, "raft_addr", mux.Addr().String(), "data_dir", cfg.DataDir)
+	logger.Info("node opened", "shards", n.nshards, "raft_addr", mux.Addr().String(), "data_dir", cfg.DataDir)
 	if cfg.Bootstrap && cfg.Policy != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.OpenTimeout)
 		defer cancel()
@@ -176,34 +227,42 @@ func (n *Node) eachShard(fn func(s *shard) error) error {
 	return errors.Join(errs...)
 }
 
+// sorted returns the hosted shards by id.
 func (n *Node) sorted() []*shard {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	out := make([]*shard, 0, len(n.shards))
-	for id := range n.nshards {
-		if s := n.shards[id]; s != nil {
-			out = append(out, s)
-		}
+	for _, s := range n.shards {
+		out = append(out, s)
 	}
+	slices.SortFunc(out, func(a, b *shard) int { return a.id - b.id })
 	return out
 }
 
-func (n *Node) openShard(id int) (*shard, error) {
+// hosted returns shard id when this node hosts it.
+func (n *Node) hosted(id int) *shard {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.shards[id]
+}
+
+// openShard opens shard id's group. With bootstrap it writes the initial
+// configuration when the directory has none: peers (nil: this node alone).
+func (n *Node) openShard(id int, bootstrap bool, peers []raft.Server) (*shard, error) {
 	dir := filepath.Join(n.cfg.DataDir, "shards", strconv.Itoa(id))
 	f := fsm.New(fsm.Options{Shard: id, DedupeWindow: n.cfg.DedupeWindow, Logger: n.logger})
 	layer, err := n.mux.Layer(uint16(id))
 	if err != nil {
 		return nil, err
 	}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: layer, MaxPool: transportMaxPool, Timeout: transportTimeout,
-		Logger: raftgroup.NewHCLogger(n.logger.With("shard", id), "raft-net"),
-	})
+	trans := newTransport(layer, n.logger.With("shard", id))
 	rc := raftgroup.Config{RaftLogLevel: slog.LevelWarn}
 	if n.cfg.Raft != nil {
 		n.cfg.Raft(id, &rc)
 	}
 	rc.ID, rc.GroupID, rc.Dir, rc.Transport, rc.Bind, rc.FSM = n.cfg.NodeID, fmt.Sprintf("shard-%d", id), dir, trans, "", f
 	rc.Logger = n.logger
-	rc.Bootstrap, rc.Peers = n.cfg.Bootstrap, nil
+	rc.Bootstrap, rc.Peers = bootstrap, peers
 	g, err := raftgroup.Open(rc)
 	if err != nil {
 		_ = trans.Close()
@@ -211,6 +270,20 @@ func (n *Node) openShard(id int) (*shard, error) {
 		return nil, fmt.Errorf("cluster: shard %d: %w", id, err)
 	}
 	return &shard{id: id, fsm: f, group: g, slots: make(chan struct{}, n.cfg.MaxInflight)}, nil
+}
+
+// newTransport is a group's raft transport on its mux layer, with pipelined
+// replication off (MaxRPCsInFlight 1): in hashicorp/raft v1.8.0 the pipeline's
+// sender can block forever handing a request to its response decoder after the
+// decoder stopped (a follower rejected an append, or answered a newer term):
+// the replication goroutine leaks and the group's Shutdown never returns. This
+// package's cluster tests hit it under load. Without the pipeline a follower
+// gets one batch (up to MaxAppendEntries entries) per round trip.
+func newTransport(layer raft.StreamLayer, logger *slog.Logger) *raft.NetworkTransport {
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: layer, MaxPool: transportMaxPool, Timeout: transportTimeout, MaxRPCsInFlight: 1,
+		Logger: raftgroup.NewHCLogger(logger, "raft-net"),
+	})
 }
 
 // bootstrapPolicy installs cfg.Policy as version 1 on every shard that has none,
@@ -235,18 +308,51 @@ func (n *Node) bootstrapPolicy(ctx context.Context) error {
 	})
 }
 
-// ShardFor returns the shard that owns customer.
-func (n *Node) ShardFor(customer string) int { return shardFor(customer, n.nshards) }
+// ShardFor returns the shard that owns a routing key (-1 while a cluster node
+// has not learned the shard count yet).
+func (n *Node) ShardFor(key string) int {
+	if c := n.Shards(); c > 0 {
+		return shardFor(key, c)
+	}
+	return -1
+}
 
-// Shards returns the number of shards.
-func (n *Node) Shards() int { return n.nshards }
+// Shards returns the number of shards (0 while a cluster node has not learned
+// it yet).
+func (n *Node) Shards() int {
+	n.mu.RLock()
+	c := n.nshards
+	n.mu.RUnlock()
+	if c == 0 && n.cluster {
+		if m := n.view(); m != nil {
+			return m.Shards // learned, not yet recorded by reconcile
+		}
+	}
+	return c
+}
+
+// NodeID returns this node's id.
+func (n *Node) NodeID() string { return n.cfg.NodeID }
 
 // RaftAddr returns the advertised node-to-node address.
 func (n *Node) RaftAddr() string { return n.mux.Addr().String() }
 
-func (n *Node) shardOf(customer string) (*shard, error) {
-	id := n.ShardFor(customer)
-	s := n.shards[id]
+// shardID maps a routing key to its shard.
+func (n *Node) shardID(key string) (int, error) {
+	id := n.ShardFor(key)
+	if id < 0 {
+		return 0, fmt.Errorf("%w: this node has not joined a cluster yet", ErrUnavailable)
+	}
+	return id, nil
+}
+
+// shardOf returns the hosted shard for key; ErrNotLeader when it is elsewhere.
+func (n *Node) shardOf(key string) (*shard, error) {
+	id, err := n.shardID(key)
+	if err != nil {
+		return nil, err
+	}
+	s := n.hosted(id)
 	if s == nil {
 		return nil, fmt.Errorf("shard %d: %w (not hosted on node %s)", id, ErrNotLeader, n.cfg.NodeID)
 	}
@@ -257,40 +363,55 @@ func invalidCommand(field, format string, args ...any) *fsm.Error {
 	return &fsm.Error{Code: fsm.CodeInvalidArgument, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// Apply proposes cmd on the shard that owns customer and returns the FSM's
-// Result; a refusal by the engine is Result.Err, not an error. customer is the
-// routing key: the command's customer id, or a key shared by customers that must
-// be decided together (refs, shared caps), which then must be used for every
-// command and read of those customers (docs/cluster-contract.md). It stamps
-// cmd.Timestamp with this (the leader's) clock and, when cmd.RequestID is empty,
-// sets a generated one on cmd, so a caller can retry with it.
+// Apply proposes cmd on the shard that owns key and returns the FSM's Result; a
+// refusal by the engine is Result.Err, not an error. key is the routing key:
+// the command's customer id, or a key shared by customers that must be decided
+// together (refs, shared caps), which then must be used for every command and
+// read of those customers (docs/cluster-contract.md). It sets a generated
+// request id on cmd when cmd.RequestID is empty, before anything is sent, so
+// every retry (here, or on another node after a leader change) carries the
+// same id; the shard's leader stamps cmd.Timestamp with its clock.
 //
 // Apply retries by itself while its context allows: proposals that never reached
 // the log (no leader yet, a leader change) are simply sent again, and proposals
-// whose outcome is unknown (leadership lost) are sent again with the same request
-// id, which the shard's idempotency table answers with the first outcome if it
-// did commit. Errors: ErrUnavailable (wrapping ErrUnknownOutcome when a proposal
-// may still commit, and the context's error), ErrNotLeader, and *fsm.Error for
-// commands refused before proposing (malformed, oversized, misrouted).
-func (n *Node) Apply(ctx context.Context, customer string, cmd *fsm.Command) (*fsm.Result, error) {
+// whose outcome is unknown (leadership lost, a forwarded call cut off) are sent
+// again with the same request id, which the shard's idempotency table answers
+// with the first outcome if it did commit. On a cluster node a shard led
+// elsewhere is forwarded to its leader (see route.go). Errors: ErrUnavailable
+// (wrapping ErrUnknownOutcome when a proposal may still commit, and the
+// context's error), ErrNotLeader (standalone only), and *fsm.Error for commands
+// refused before proposing (malformed, oversized, misrouted).
+func (n *Node) Apply(ctx context.Context, key string, cmd *fsm.Command) (*fsm.Result, error) {
 	switch {
 	case cmd == nil:
 		return nil, invalidCommand("", "nil command")
 	case cmd.SetPolicy != nil:
 		return nil, invalidCommand("", "policy updates go through SetPolicy, to every shard")
-	case customer == "":
+	case key == "":
 		return nil, invalidCommand("customer", "a routing key (the customer id) is required")
 	case len(cmd.RequestID) > fsm.MaxRequestIDLength:
 		return nil, invalidCommand("request_id", "longer than %d bytes", fsm.MaxRequestIDLength)
 	}
-	s, err := n.shardOf(customer)
+	id, err := n.shardID(key)
 	if err != nil {
 		return nil, err
 	}
 	if cmd.RequestID == "" {
 		cmd.RequestID = n.newRequestID()
 	}
-	return n.applyShard(ctx, s, cmd)
+	if !n.cluster {
+		s := n.hosted(id)
+		if s == nil {
+			return nil, fmt.Errorf("shard %d: %w (not hosted on node %s)", id, ErrNotLeader, n.cfg.NodeID)
+		}
+		return n.applyShard(ctx, s, cmd)
+	}
+	if n.cfg.UnsafeStaleAllow && cmd.Allow != nil {
+		if s := n.hosted(id); s != nil && !s.group.IsLeader() {
+			return n.unsafeStaleAllow(s, cmd)
+		}
+	}
+	return n.applyRouted(ctx, id, key, cmd)
 }
 
 func (n *Node) newRequestID() string {
@@ -299,6 +420,10 @@ func (n *Node) newRequestID() string {
 	return "auto-" + n.cfg.NodeID + "-" + hex.EncodeToString(b[:])
 }
 
+// applyShard proposes cmd on s, which this node must lead: it never forwards.
+// When another node is (or becomes) the leader it answers ErrNotLeader, also
+// wrapping ErrUnavailable and ErrUnknownOutcome when an earlier attempt may
+// still commit.
 func (n *Node) applyShard(ctx context.Context, s *shard, cmd *fsm.Command) (*fsm.Result, error) {
 	select {
 	case s.slots <- struct{}{}:
@@ -350,10 +475,14 @@ func (n *Node) applyShard(ctx context.Context, s *shard, cmd *fsm.Command) (*fsm
 }
 
 func (n *Node) unavailable(s *shard, cause error, unknown bool) error {
+	return unavailableErr(s.id, cause, unknown)
+}
+
+func unavailableErr(id int, cause error, unknown bool) error {
 	if unknown {
-		return fmt.Errorf("shard %d: %w: %w: %w", s.id, ErrUnavailable, ErrUnknownOutcome, cause)
+		return fmt.Errorf("shard %d: %w: %w: %w", id, ErrUnavailable, ErrUnknownOutcome, cause)
 	}
-	return fmt.Errorf("shard %d: %w: %w", s.id, ErrUnavailable, cause)
+	return fmt.Errorf("shard %d: %w: %w", id, ErrUnavailable, cause)
 }
 
 func (n *Node) isClosed() bool {
@@ -380,14 +509,22 @@ func (n *Node) pause(ctx context.Context, d time.Duration) error {
 }
 
 // waitLeader waits until this node leads s. It fails with ErrNotLeader as soon as
-// another node is known to lead (forwarding comes with multi-node placement).
+// another node is known to lead, and, on a cluster node, when no leader is
+// known for leaderWait (so the caller can look elsewhere).
 func (n *Node) waitLeader(ctx context.Context, s *shard) error {
+	var deadline time.Time
+	if n.cluster {
+		deadline = time.Now().Add(leaderWait)
+	}
 	for {
 		if s.group.IsLeader() {
 			return nil
 		}
 		if addr, id := s.group.Leader(); id != "" && string(id) != n.cfg.NodeID {
 			return fmt.Errorf("shard %d: %w: %s at %s", s.id, ErrNotLeader, id, addr)
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return fmt.Errorf("shard %d: %w: no leader known here after %s", s.id, ErrNotLeader, leaderWait)
 		}
 		if err := n.pause(ctx, 5*time.Millisecond); err != nil {
 			return err
@@ -431,13 +568,15 @@ func (n *Node) linearize(ctx context.Context, s *shard) error {
 	}
 }
 
-// Read runs fn on the engine of customer's shard under the FSM's read lock, with
+// Read runs fn on the engine of key's shard under the FSM's read lock, with
 // now = max(this node's clock, the shard's clock) in ms. By default the read is
-// linearizable (see linearize); stale reads the local state as it is. fn must not
-// modify the engine or keep references into it. fsm.ErrNoPolicy before the
-// shard's first policy.
-func (n *Node) Read(ctx context.Context, customer string, stale bool, fn func(e *engine.Engine, now int64) error) error {
-	s, err := n.shardOf(customer)
+// linearizable (see linearize) and needs this node to lead the shard; stale
+// reads the local replica as it is. It never forwards (fn cannot travel): use
+// Query for reads any node can answer. fn must not modify the engine or keep
+// references into it. fsm.ErrNoPolicy before the shard's first policy;
+// ErrNotLeader when the shard is led (or, for stale reads, hosted) elsewhere.
+func (n *Node) Read(ctx context.Context, key string, stale bool, fn func(e *engine.Engine, now int64) error) error {
+	s, err := n.shardOf(key)
 	if err != nil {
 		return err
 	}
@@ -451,113 +590,41 @@ func (n *Node) Read(ctx context.Context, customer string, stale bool, fn func(e 
 	})
 }
 
-// LookupRequest answers what the shard that owns customer remembers of a request
-// id (linearizable, like Read): its original Result (with Duplicate set) and
-// true, or false when the id is unknown. An id is unknown when it never applied
-// or was forgotten (older than the dedupe window, or pushed out by the table's
-// bounds), so false proves "never applied" only within those limits.
-func (n *Node) LookupRequest(ctx context.Context, customer, requestID string) (*fsm.Result, bool, error) {
-	s, err := n.shardOf(customer)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := n.linearize(ctx, s); err != nil {
-		return nil, false, err
-	}
-	r, ok := s.fsm.LookupRequest(requestID)
-	return r, ok, nil
-}
-
-// SetPolicy validates a policy document and replicates it, with one new version
-// number, through every shard's log. It returns the version. When some shards
-// fail, the others already run the new version: call SetPolicy again (it uses a
-// newer version, so every shard converges).
-func (n *Node) SetPolicy(ctx context.Context, text, format string) (uint64, error) {
-	if _, err := engine.LoadPolicy(text, format); err != nil {
-		return 0, invalidCommand("text", "%v", err)
-	}
-	if len(text) >= fsm.MaxCommandSize-1024 {
-		return 0, invalidCommand("text", "policy document of %d bytes is too large", len(text))
-	}
-	n.policyMu.Lock()
-	defer n.policyMu.Unlock()
-	// Every shard's FSM must have caught up before its version is trusted.
-	if err := n.eachShard(func(s *shard) error { return n.linearize(ctx, s) }); err != nil {
-		return 0, err
-	}
-	_, _, cur := n.Policy()
-	version := cur + 1
-	err := n.eachShard(func(s *shard) error {
-		res, err := n.applyShard(ctx, s, &fsm.Command{
-			RequestID: "set-policy-v" + strconv.FormatUint(version, 10),
-			SetPolicy: &fsm.PolicyOp{Text: text, Format: format, Version: version},
-		})
-		if err == nil && res.Err != nil {
-			err = res.Err
-		}
+// unsafeStaleAllow answers an Allow from this follower's replica without raft
+// (Config.UnsafeStaleAllow): nothing is recorded, so caps are not enforced
+// across nodes. It exists to prove the linearizability checker catches it.
+func (n *Node) unsafeStaleAllow(s *shard, cmd *fsm.Command) (*fsm.Result, error) {
+	res := &fsm.Result{}
+	info := s.fsm.Info()
+	err := s.fsm.Read(func(e *engine.Engine, clock int64) error {
+		now := max(time.Now().UnixMilli(), clock)
+		d, err := e.Check(now, *cmd.Allow)
 		if err != nil {
-			return fmt.Errorf("shard %d: %w", s.id, err)
+			return err
 		}
+		res.Decision, res.Timestamp = &d, now
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("cluster: policy version %d not applied everywhere: %w", version, err)
-	}
-	n.logger.Info("policy updated", "version", version)
-	return version, nil
-}
-
-// Policy returns the newest policy any hosted shard runs (version 0: none yet).
-func (n *Node) Policy() (text, format string, version uint64) {
-	for _, s := range n.sorted() {
-		if t, f, v := s.fsm.Policy(); v > version {
-			text, format, version = t, f, v
+		var ie *engine.InputError
+		if errors.As(err, &ie) {
+			return &fsm.Result{Err: invalidCommand(ie.Field, "%s", ie.Reason)}, nil
 		}
+		return nil, err
 	}
-	return text, format, version
+	res.PolicyVersion, res.Index = info.PolicyVersion, info.AppliedIndex
+	return res, nil
 }
 
-// Status describes the node and its shards.
-type Status struct {
-	NodeID, Region, RaftAddr string
-	Shards                   []ShardStatus
-}
-
-// ShardStatus describes one hosted shard.
-type ShardStatus struct {
-	Shard         int
-	Leader        string // leader's node id; "" when none is known
-	LeaderAddr    string
-	State         string // Leader, Follower, Candidate, Shutdown
-	AppliedIndex  uint64
-	LastIndex     uint64
-	PolicyVersion uint64
-	Customers     int
-	// StateHash (hex SHA-256, see fsm.FSM.StateHash) describes the state at
-	// HashIndex. A busy shard's hash is recomputed at most every 10 s, since
-	// hashing encodes the whole shard; use ShardStateHash for a fresh one.
-	StateHash string
-	HashIndex uint64
-}
-
-// Status reports every hosted shard. It does not contact other nodes.
-func (n *Node) Status(ctx context.Context) (Status, error) {
-	st := Status{NodeID: n.cfg.NodeID, Region: n.cfg.Region, RaftAddr: n.RaftAddr()}
-	for _, s := range n.sorted() {
-		if err := ctx.Err(); err != nil {
-			return st, err
-		}
-		addr, id := s.group.Leader()
-		info := s.fsm.Info()
-		h, hi := s.cachedHash()
-		st.Shards = append(st.Shards, ShardStatus{
-			Shard: s.id, Leader: string(id), LeaderAddr: string(addr), State: s.group.Raft.State().String(),
-			AppliedIndex: s.group.Raft.AppliedIndex(), LastIndex: s.group.Raft.LastIndex(),
-			PolicyVersion: info.PolicyVersion, Customers: info.Customers,
-			StateHash: hex.EncodeToString(h[:]), HashIndex: hi,
-		})
+// ShardStateHash returns a shard's current state hash and the applied index it
+// describes (computed now; cached by the FSM while nothing changes).
+func (n *Node) ShardStateHash(id int) ([32]byte, uint64, error) {
+	s := n.hosted(id)
+	if s == nil {
+		return [32]byte{}, 0, fmt.Errorf("shard %d: not hosted on node %s", id, n.cfg.NodeID)
 	}
-	return st, nil
+	h, idx := s.fsm.StateHashAt()
+	return h, idx, nil
 }
 
 func (s *shard) cachedHash() ([32]byte, uint64) {
@@ -570,20 +637,33 @@ func (s *shard) cachedHash() ([32]byte, uint64) {
 	return s.hash, s.hashIndex
 }
 
-// ShardStateHash returns a shard's current state hash and the applied index it
-// describes (computed now; cached by the FSM while nothing changes).
-func (n *Node) ShardStateHash(id int) ([32]byte, uint64, error) {
-	s := n.shards[id]
-	if s == nil {
-		return [32]byte{}, 0, fmt.Errorf("shard %d: not hosted on node %s", id, n.cfg.NodeID)
+// Drain prepares a graceful shutdown while the node still serves: a cluster
+// node tells gossip it is leaving (so no balancer hands it leadership) and
+// every shard it leads, and the meta group, hands leadership to another voter
+// (a cluster node prefers one in the shard's home region). Calls keep being
+// answered, by forwarding. Close drains whatever it still leads.
+func (n *Node) Drain(ctx context.Context) {
+	if n.cluster && n.members != nil {
+		n.members.update(func(g *gossipMeta) { g.Leaving = true })
 	}
-	h, idx := s.fsm.StateHashAt()
-	return h, idx, nil
+	_ = n.eachShard(func(s *shard) error {
+		if ctx.Err() == nil && s.group.IsLeader() && otherVoters(s.group) {
+			to, addr := n.transferTarget(s)
+			if err := s.group.TransferLeadership(to, addr); err != nil {
+				n.logger.Warn("leadership transfer before shutdown failed", "shard", s.id, "err", err)
+			}
+		}
+		return nil
+	})
+	if n.metaG != nil && ctx.Err() == nil && n.metaG.IsLeader() && otherVoters(n.metaG) {
+		_ = n.metaG.TransferLeadership("", "")
+	}
 }
 
 // Close shuts the node down gracefully: each shard this node leads hands
-// leadership to another voter where there is one, then every group closes and
-// the port is released. Idempotent.
+// leadership to another voter where there is one (a cluster node prefers one in
+// the shard's home region), a cluster node leaves gossip, then every group
+// closes and the port is released. Idempotent.
 func (n *Node) Close() error {
 	n.shutdown(true)
 	return n.closeErr
@@ -591,12 +671,16 @@ func (n *Node) Close() error {
 
 func (n *Node) shutdown(graceful bool) {
 	n.closeOnce.Do(func() {
+		if n.cluster && graceful && n.members != nil {
+			n.members.update(func(g *gossipMeta) { g.Leaving = true })
+		}
 		close(n.closed)
 		var mu sync.Mutex
 		var errs []error
 		_ = n.eachShard(func(s *shard) error {
 			if graceful && s.group.IsLeader() && otherVoters(s.group) {
-				if err := s.group.TransferLeadership("", ""); err != nil {
+				to, addr := n.transferTarget(s)
+				if err := s.group.TransferLeadership(to, addr); err != nil {
 					n.logger.Warn("leadership transfer before close failed", "shard", s.id, "err", err)
 				}
 			}
@@ -607,11 +691,53 @@ func (n *Node) shutdown(graceful bool) {
 			}
 			return nil
 		})
-		if err := n.mux.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("raft port: %w", err))
+		if n.metaG != nil {
+			if graceful && n.metaG.IsLeader() && otherVoters(n.metaG) {
+				_ = n.metaG.TransferLeadership("", "")
+			}
+			if err := n.metaG.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("meta group: %w", err))
+			}
+		}
+		if n.members != nil {
+			if graceful {
+				n.members.leave(time.Second)
+			}
+			n.members.shutdown()
+		}
+		n.wg.Wait()
+		if n.fwd != nil {
+			n.fwd.close()
+		}
+		if n.mux != nil {
+			if err := n.mux.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("raft port: %w", err))
+			}
 		}
 		n.closeErr = errors.Join(errs...)
 		n.logger.Info("node closed", "err", n.closeErr)
+	})
+}
+
+// kill stops the node like a crash (tests): every group is killed (no
+// leadership transfer, no snapshot), gossip stops without leaving, the port
+// closes.
+func (n *Node) kill() {
+	n.closeOnce.Do(func() {
+		close(n.closed)
+		_ = n.eachShard(func(s *shard) error { return s.group.Kill() })
+		if n.metaG != nil {
+			_ = n.metaG.Kill()
+		}
+		if n.members != nil {
+			n.members.shutdown()
+		}
+		n.wg.Wait()
+		if n.fwd != nil {
+			n.fwd.close()
+		}
+		_ = n.mux.Close()
+		n.logger.Warn("node killed (crash simulation)")
 	})
 }
 

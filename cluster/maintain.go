@@ -1,0 +1,349 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+
+	"github.com/capstanhq/capstan/fsm"
+	clusterv1 "github.com/capstanhq/capstan/internal/gen/capstan/cluster/v1"
+	"github.com/capstanhq/capstan/internal/raftgroup"
+)
+
+// Housekeeping a cluster node does for the shards it leads:
+//
+//   - policy: a shard behind the map's policy version gets it through its log
+//     (at once when leadership is won, then every MaintainInterval), so every
+//     shard converges on the newest policy even when SetPolicy failed halfway;
+//   - voters: replicas the map places on a shard are added, nodes marked
+//     removed are taken out, and changed raft addresses are updated, all
+//     through the group's log (never by editing files);
+//   - leadership: a leader outside the shard's home region hands leadership to
+//     a home-region replica, and within the home region leadership moves from
+//     a node leading more shards to a replica leading at least two fewer (one
+//     transfer per node per interval, so the balance settles without
+//     thrashing).
+
+// leadershipLoop notices which shards this node leads (every 100ms), gossips
+// the set and catches newly led shards up with the policy.
+func (n *Node) leadershipLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case <-t.C:
+		}
+		if n.retired.Load() {
+			continue
+		}
+		var led []int
+		now := map[int]bool{}
+		for _, s := range n.sorted() {
+			if s.group.IsLeader() {
+				led = append(led, s.id)
+				now[s.id] = true
+				n.ledMu.Lock()
+				won := !n.led[s.id]
+				n.ledMu.Unlock()
+				if won {
+					n.catchUpPolicy(s)
+				}
+			}
+		}
+		n.ledMu.Lock()
+		n.led = now
+		n.ledMu.Unlock()
+		n.members.update(func(g *gossipMeta) { g.Leads = leadsBitmap(led) })
+	}
+}
+
+func policyRequestID(version uint64) string {
+	return "set-policy-v" + strconv.FormatUint(version, 10)
+}
+
+// catchUpPolicy proposes the map's policy on s when s runs an older one (in
+// the background; one at a time per shard).
+func (n *Node) catchUpPolicy(s *shard) {
+	m := n.view()
+	if m == nil || m.Policy.Version == 0 || s.fsm.Info().PolicyVersion >= m.Policy.Version {
+		return
+	}
+	if _, busy := n.catchingUp.LoadOrStore(s.id, true); busy {
+		return
+	}
+	n.wg.Go(func() {
+		defer n.catchingUp.Delete(s.id)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p := m.Policy
+		res, err := n.applyShard(ctx, s, &fsm.Command{RequestID: policyRequestID(p.Version),
+			SetPolicy: &fsm.PolicyOp{Text: p.Text, Format: p.Format, Version: p.Version}})
+		switch {
+		case err != nil:
+			n.logger.Debug("policy catch-up", "shard", s.id, "version", p.Version, "err", err)
+		case res.Err != nil && res.Err.Code != fsm.CodeFailedPrecondition:
+			n.logger.Error("policy catch-up refused", "shard", s.id, "version", p.Version, "err", res.Err)
+		default:
+			n.logger.Debug("policy caught up", "shard", s.id, "version", p.Version)
+		}
+	})
+}
+
+func (n *Node) maintainLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.MaintainInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case <-t.C:
+		}
+		m := n.view()
+		if m == nil || n.retired.Load() || n.members.localMeta().Leaving {
+			continue // draining: leadership only moves away
+		}
+		for _, s := range n.sorted() {
+			if s.group.IsLeader() && s.id < len(m.Placement) {
+				n.catchUpPolicy(s)
+				n.fixVoters(s, m)
+			}
+		}
+		n.balance(m)
+	}
+}
+
+// fixVoters makes s's raft configuration follow the map (see the file comment).
+func (n *Node) fixVoters(s *shard, m *clusterMap) {
+	f := s.group.Raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	conf := map[string]raft.Server{}
+	for _, srv := range f.Configuration().Servers {
+		conf[string(srv.ID)] = srv
+	}
+	for id, srv := range conf {
+		if ni := m.Nodes[id]; ni != nil && ni.Removed {
+			n.logger.Info("removing a removed node from a shard", "shard", s.id, "peer", id)
+			if err := s.group.RemoveServer(string(srv.ID)); err != nil {
+				n.logger.Warn("remove server", "shard", s.id, "peer", id, "err", err)
+			}
+		}
+	}
+	for _, r := range m.Placement[s.id].Replicas {
+		addr := n.raftAddrOf(r)
+		srv, ok := conf[r]
+		switch {
+		case addr == "" || r == n.cfg.NodeID:
+			continue
+		case !ok && n.members.up(r):
+			n.logger.Info("adding a replica the map places on a shard", "shard", s.id, "peer", r)
+		case ok && string(srv.Address) != addr:
+			n.logger.Info("updating a replica's raft address", "shard", s.id, "peer", r, "from", srv.Address, "to", addr)
+		default:
+			continue
+		}
+		if err := s.group.AddVoter(r, addr); err != nil {
+			n.logger.Warn("add voter", "shard", s.id, "peer", r, "err", err)
+		}
+	}
+}
+
+// balance makes at most one leadership transfer (see the file comment).
+func (n *Node) balance(m *clusterMap) {
+	me := n.cfg.NodeID
+	leads := map[string]int{}
+	for id, st := range n.members.snapshot() {
+		if st.alive {
+			for i := 0; i+2 <= len(st.meta.Leads); i += 2 {
+				b, _ := strconv.ParseUint(st.meta.Leads[i:i+2], 16, 8)
+				leads[id] += bits.OnesCount8(uint8(b))
+			}
+		}
+	}
+	var mine []*shard
+	for _, s := range n.sorted() {
+		if s.group.IsLeader() && s.id < len(m.Placement) {
+			mine = append(mine, s)
+		}
+	}
+	leads[me] = len(mine)
+	for _, s := range mine {
+		home := m.Placement[s.id].Home
+		best := ""
+		for _, r := range n.voters(s) {
+			ni := m.Nodes[r]
+			if r == me || ni == nil || ni.Removed || ni.Region != home || !n.members.up(r) || n.members.leaving(r) {
+				continue
+			}
+			if best == "" || leads[r] < leads[best] {
+				best = r
+			}
+		}
+		if best == "" || (n.cfg.Region == home && leads[best]+1 >= leads[me]) {
+			continue
+		}
+		n.logger.Info("moving leadership toward balance", "shard", s.id, "to", best, "home", home,
+			"leads_here", leads[me], "leads_there", leads[best])
+		if err := s.group.TransferLeadership(best, n.raftAddrOf(best)); err != nil {
+			n.logger.Debug("leadership transfer", "shard", s.id, "to", best, "err", err)
+		}
+		return
+	}
+}
+
+// voters are s's voters per its raft configuration.
+func (n *Node) voters(s *shard) []string {
+	f := s.group.Raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var out []string
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			out = append(out, string(srv.ID))
+		}
+	}
+	return out
+}
+
+// transferTarget picks who takes over s when this node shuts down: a voter in
+// the shard's home region that is up, else ("", "") for raft's choice.
+func (n *Node) transferTarget(s *shard) (string, string) {
+	if !n.cluster || n.members == nil {
+		return "", ""
+	}
+	m := n.view()
+	if m == nil || s.id >= len(m.Placement) {
+		return "", ""
+	}
+	for _, r := range n.voters(s) {
+		if ni := m.Nodes[r]; r != n.cfg.NodeID && ni != nil && ni.Region == m.Placement[s.id].Home && n.members.up(r) && !n.members.leaving(r) {
+			return r, n.raftAddrOf(r)
+		}
+	}
+	return "", ""
+}
+
+func (n *Node) groupOf(id int) *raftgroup.Group {
+	if id == MetaGroup {
+		return n.metaG
+	}
+	if s := n.hosted(id); s != nil {
+		return s.group
+	}
+	return nil
+}
+
+// shardOpLocal runs a leadership or voter change on group id, which this node
+// must lead. It answers the group's leader afterwards.
+func (n *Node) shardOpLocal(ctx context.Context, id int, op clusterv1.ShardOp, node, addr string) (string, error) {
+	g := n.groupOf(id)
+	if g == nil {
+		return n.leaderHint(id), fmt.Errorf("group %d: %w: not hosted here", id, ErrNotLeader)
+	}
+	if !g.IsLeader() {
+		_, lid := g.Leader()
+		return string(lid), fmt.Errorf("group %d: %w", id, ErrNotLeader)
+	}
+	var err error
+	switch op {
+	case clusterv1.ShardOp_SHARD_OP_TRANSFER_LEADERSHIP:
+		if node == g.ID() {
+			return node, nil
+		}
+		if node != "" {
+			addr = ""
+			f := g.Raft.GetConfiguration()
+			if f.Error() == nil {
+				for _, srv := range f.Configuration().Servers {
+					if string(srv.ID) == node && srv.Suffrage == raft.Voter {
+						addr = string(srv.Address)
+					}
+				}
+			}
+			if addr == "" {
+				return g.ID(), invalidCommand("to_node", "%s is not a voter of group %d", node, id)
+			}
+		} else if !otherVoters(g) {
+			return g.ID(), invalidCommand("shard", "group %d has no other voter to hand leadership to", id)
+		}
+		err = g.TransferLeadership(node, addr)
+	case clusterv1.ShardOp_SHARD_OP_ADD_VOTER:
+		if addr == "" {
+			addr = n.raftAddrOf(node)
+		}
+		err = g.AddVoter(node, addr)
+	case clusterv1.ShardOp_SHARD_OP_REMOVE_SERVER:
+		err = g.RemoveServer(node)
+	default:
+		return g.ID(), invalidCommand("op", "unknown op %s", op)
+	}
+	if err != nil {
+		_, lid := g.Leader()
+		switch {
+		case errors.Is(err, raftgroup.ErrNotLeader), errors.Is(err, raftgroup.ErrUnknownOutcome):
+			return string(lid), fmt.Errorf("group %d: %w: %w", id, ErrNotLeader, err)
+		}
+		return string(lid), fmt.Errorf("group %d: %w: %w", id, ErrUnavailable, err)
+	}
+	if op != clusterv1.ShardOp_SHARD_OP_TRANSFER_LEADERSHIP {
+		return g.ID(), nil
+	}
+	for {
+		if _, lid := g.Leader(); lid != "" && string(lid) != g.ID() {
+			return string(lid), nil
+		}
+		if err := n.pause(ctx, 10*time.Millisecond); err != nil {
+			return "", fmt.Errorf("group %d: %w: no new leader seen: %w", id, ErrUnavailable, err)
+		}
+	}
+}
+
+// shardOp runs a leadership or voter change on group id's leader, wherever it
+// is, and answers the group's leader afterwards.
+func (n *Node) shardOp(ctx context.Context, id int, op clusterv1.ShardOp, node, addr string) (string, error) {
+	target := func(skip map[string]bool) (string, bool) { return n.target(id, skip) }
+	if id == MetaGroup {
+		target = n.metaTarget
+	}
+	var leader string
+	err := n.routeWith(ctx, id, false, target, func(local bool, to string) (bool, string, error) {
+		if local {
+			l, err := n.shardOpLocal(ctx, id, op, node, addr)
+			leader = l
+			return err == nil, l, err
+		}
+		c, err := n.fwd.client(to)
+		if err != nil {
+			return false, "", transportError{err}
+		}
+		resp, err := c.ShardOp(ctx, connect.NewRequest(&clusterv1.ShardOpRequest{Group: uint32(id), Op: op, NodeId: node, Address: addr}))
+		if err != nil {
+			return false, "", transportError{err}
+		}
+		m := resp.Msg
+		switch m.Outcome {
+		case clusterv1.Outcome_OUTCOME_OK:
+			leader = m.LeaderId
+			return true, "", nil
+		case clusterv1.Outcome_OUTCOME_ERROR:
+			return false, "", invalidCommand("", "%s", m.Message)
+		}
+		return false, m.LeaderId, outcomeError(m.Outcome, nil, m.Message)
+	})
+	if err == nil && leader != "" {
+		n.hints.Store(id, leader)
+	}
+	return leader, err
+}
