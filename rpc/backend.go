@@ -15,15 +15,31 @@ import (
 )
 
 // Backend is what the handlers need from the cluster; *cluster.Node is the
-// real one.
+// real one. Customer-scoped calls name the routing key (the request's
+// routing_key, else its customer id): any node accepts them and the backend
+// takes them to the shard's leader.
 type Backend interface {
-	// Apply proposes one command for the shard that owns customer.
-	Apply(ctx context.Context, customer string, cmd *fsm.Command) (*fsm.Result, error)
-	// Read runs fn against the engine of the shard that owns customer.
-	Read(ctx context.Context, customer string, stale bool, fn func(e *engine.Engine, now int64) error) error
+	// Apply proposes one command for the shard that owns key.
+	Apply(ctx context.Context, key string, cmd *fsm.Command) (*fsm.Result, error)
+	// Query runs a registered read (see Queries) for the shard that owns key.
+	Query(ctx context.Context, key string, stale bool, kind string, args []byte) (cluster.Answer, error)
 	SetPolicy(ctx context.Context, text, format string) (uint64, error)
 	Policy() (text, format string, version uint64)
 	Status(ctx context.Context) (cluster.Status, error)
+	// Ready is nil when the node can serve (health).
+	Ready() error
+	Members(ctx context.Context) ([]cluster.Member, error)
+	TransferLeadership(ctx context.Context, shard int, to string) (string, error)
+	RemoveNode(ctx context.Context, id string) ([]int, map[int]string, error)
+	SetShardHome(ctx context.Context, shard int, region string) error
+}
+
+// routeKey is the routing key of a customer-scoped request.
+func routeKey(routingKey, customer string) string {
+	if routingKey != "" {
+		return routingKey
+	}
+	return customer
 }
 
 var _ Backend = (*cluster.Node)(nil)
@@ -86,13 +102,6 @@ func (c *core) apply(ctx context.Context, customer, key string, cmd *fsm.Command
 		return nil, fromFSM(res.Err, rename)
 	}
 	return res, nil
-}
-
-// read runs fn on the customer's shard and maps its error.
-func (c *core) read(ctx context.Context, customer string, stale bool, fn func(e *engine.Engine, now int64) error) error {
-	ctx, cancel := c.bound(ctx)
-	defer cancel()
-	return toConnect(c.backend.Read(ctx, customer, stale, fn))
 }
 
 // bound gives a call without a client deadline the server's default one, so a

@@ -27,6 +27,7 @@ func (s customers) CreateCustomer(ctx context.Context, req *connect.Request[caps
 	ck.ids("alt_ids", m.AltIds)
 	ck.metadata("metadata", m.Metadata)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
@@ -36,11 +37,11 @@ func (s customers) CreateCustomer(ctx context.Context, req *connect.Request[caps
 	if len(m.Metadata) > 0 {
 		op.Metadata = m.Metadata
 	}
-	res, err := s.apply(ctx, m.Id, m.IdempotencyKey, &fsm.Command{CreateCustomer: op}, map[string]string{"alts": "alt_ids"})
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Id), m.IdempotencyKey, &fsm.Command{CreateCustomer: op}, map[string]string{"alts": "alt_ids"})
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.customer(ctx, m.Id, false)
+	c, err := s.customer(ctx, m.Id, routeKey(m.RoutingKey, m.Id), false, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -48,31 +49,29 @@ func (s customers) CreateCustomer(ctx context.Context, req *connect.Request[caps
 }
 
 // customer reads one customer (id or alt id); NotFound when there is none.
-func (c *core) customer(ctx context.Context, id string, stale bool) (*capstanv1.Customer, error) {
-	var out *capstanv1.Customer
-	err := c.read(ctx, id, stale, func(e *engine.Engine, now int64) error {
-		cu := e.Customer(id)
-		if cu == nil {
-			return connect.NewError(connect.CodeNotFound, errorString("customer \""+id+"\" not found"))
-		}
-		var err error
-		out, err = customerOf(e, now, cu)
-		return err
-	})
-	return out, err
+func (c *core) customer(ctx context.Context, id, key string, stale bool, header interface{ Set(string, string) }) (*capstanv1.Customer, error) {
+	out := &capstanv1.Customer{}
+	if _, err := c.read(ctx, key, stale, queryCustomer, protoArgs(&capstanv1.GetCustomerRequest{Id: id}), out, header); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (s customers) GetCustomer(ctx context.Context, req *connect.Request[capstanv1.GetCustomerRequest]) (*connect.Response[capstanv1.GetCustomerResponse], error) {
+	m := req.Msg
 	var ck check
-	ck.id("id", req.Msg.Id)
+	ck.id("id", m.Id)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	c, err := s.customer(ctx, req.Msg.Id, req.Msg.Stale)
+	resp := connect.NewResponse(&capstanv1.GetCustomerResponse{})
+	c, err := s.customer(ctx, m.Id, routeKey(m.RoutingKey, m.Id), m.Stale, resp.Header())
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&capstanv1.GetCustomerResponse{Customer: c}), nil
+	resp.Msg.Customer = c
+	return resp, nil
 }
 
 func (s customers) DeleteCustomer(ctx context.Context, req *connect.Request[capstanv1.DeleteCustomerRequest]) (*connect.Response[capstanv1.DeleteCustomerResponse], error) {
@@ -80,10 +79,11 @@ func (s customers) DeleteCustomer(ctx context.Context, req *connect.Request[caps
 	var ck check
 	ck.id("id", m.Id)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(ctx, m.Id, m.IdempotencyKey, &fsm.Command{DeleteCustomer: &fsm.CustomerOp{Customer: m.Id}}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Id), m.IdempotencyKey, &fsm.Command{DeleteCustomer: &fsm.CustomerOp{Customer: m.Id}}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -97,11 +97,12 @@ func (s customers) SetPlan(ctx context.Context, req *connect.Request[capstanv1.S
 	ck.id("plan", m.Plan)
 	ck.plan("plan", m.Plan, s.policy())
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	op := &fsm.SetPlanOp{Customer: m.Customer, Plan: m.Plan, OverwriteMeters: m.OverwriteMeters}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{SetPlan: op}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{SetPlan: op}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +115,11 @@ func (s customers) SetRefs(ctx context.Context, req *connect.Request[capstanv1.S
 	ck.id("customer", m.Customer)
 	ck.ids("refs", m.Refs)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{SetRefs: &fsm.SetRefsOp{Customer: m.Customer, Refs: m.Refs}}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{SetRefs: &fsm.SetRefsOp{Customer: m.Customer, Refs: m.Refs}}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -130,11 +132,12 @@ func (s customers) SetMetadata(ctx context.Context, req *connect.Request[capstan
 	ck.id("customer", m.Customer)
 	ck.metadata("metadata", m.Metadata)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	op := &fsm.SetMetadataOp{Customer: m.Customer, Metadata: m.Metadata}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{SetMetadata: op}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{SetMetadata: op}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -147,11 +150,12 @@ func (s customers) SetAltId(ctx context.Context, req *connect.Request[capstanv1.
 	ck.id("customer", m.Customer)
 	ck.id("alt_id", m.AltId)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	op := &fsm.AltOp{Customer: m.Customer, Alt: m.AltId}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{SetAltID: op}, map[string]string{"alt": "alt_id"})
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{SetAltID: op}, map[string]string{"alt": "alt_id"})
 	if err != nil {
 		return nil, err
 	}
@@ -164,11 +168,12 @@ func (s customers) DeleteAltId(ctx context.Context, req *connect.Request[capstan
 	ck.id("customer", m.Customer)
 	ck.id("alt_id", m.AltId)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	op := &fsm.AltOp{Customer: m.Customer, Alt: m.AltId}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{DeleteAltID: op}, map[string]string{"alt": "alt_id"})
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{DeleteAltID: op}, map[string]string{"alt": "alt_id"})
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +201,7 @@ func (s customers) CreateOverride(ctx context.Context, req *connect.Request[caps
 		ck.fail("reset_sch", "reset_inc and reset_sch are mutually exclusive")
 	}
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
@@ -203,7 +209,7 @@ func (s customers) CreateOverride(ctx context.Context, req *connect.Request[caps
 		Customer: m.Customer, Entitlement: m.Entitlement, Expires: expires, Credit: m.Credit, Mode: m.Mode,
 		Value: value, Increment: inc, Resets: m.Resets, ResetInc: resetInc, ResetSch: m.ResetSch,
 	}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{CreateOverride: op}, map[string]string{"expires": "expires_on"})
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{CreateOverride: op}, map[string]string{"expires": "expires_on"})
 	if err != nil {
 		return nil, err
 	}
@@ -216,11 +222,12 @@ func (s customers) RemoveOverride(ctx context.Context, req *connect.Request[caps
 	ck.id("customer", m.Customer)
 	ck.id("entitlement", m.Entitlement)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	op := &fsm.OverrideOp{Customer: m.Customer, Entitlement: m.Entitlement}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{RemoveOverride: op}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{RemoveOverride: op}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -233,10 +240,11 @@ func (s customers) ApplyTopup(ctx context.Context, req *connect.Request[capstanv
 	ck.id("customer", m.Customer)
 	ck.id("topup", m.Topup)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{ApplyTopup: &fsm.TopupOp{Customer: m.Customer, Topup: m.Topup}}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{ApplyTopup: &fsm.TopupOp{Customer: m.Customer, Topup: m.Topup}}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -253,11 +261,12 @@ func (s customers) Grant(ctx context.Context, req *connect.Request[capstanv1.Gra
 	value := ck.amount("value", m.Value, positive)
 	expires := ck.instant("expires_on", m.ExpiresOn)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	op := &engine.GrantRequest{Customer: m.Customer, ID: m.GrantId, Credit: m.Credit, Value: value, ExpiresOn: expires}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{Grant: op}, map[string]string{"id": "grant_id"})
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{Grant: op}, map[string]string{"id": "grant_id"})
 	if err != nil {
 		return nil, err
 	}
@@ -270,19 +279,17 @@ func (s customers) CreditRemaining(ctx context.Context, req *connect.Request[cap
 	ck.id("customer", m.Customer)
 	ck.id("credit", m.Credit)
 	ck.currency("credit", m.Credit, s.policy())
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	var value string
-	err := s.read(ctx, m.Customer, m.Stale, func(e *engine.Engine, now int64) error {
-		v, err := e.CreditRemaining(now, m.Customer, m.Credit)
-		value = v.String()
-		return err
-	})
-	if err != nil {
+	out := &capstanv1.CreditRemainingResponse{}
+	resp := connect.NewResponse(out)
+	args := &capstanv1.CreditRemainingRequest{Customer: m.Customer, Credit: m.Credit}
+	if _, err := s.read(ctx, routeKey(m.RoutingKey, m.Customer), m.Stale, queryCredit, protoArgs(args), out, resp.Header()); err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&capstanv1.CreditRemainingResponse{Value: value}), nil
+	return resp, nil
 }
 
 func (s customers) AddCap(ctx context.Context, req *connect.Request[capstanv1.AddCapRequest]) (*connect.Response[capstanv1.AddCapResponse], error) {
@@ -302,6 +309,7 @@ func (s customers) AddCap(ctx context.Context, req *connect.Request[capstanv1.Ad
 	}
 	expires := ck.instant("expires_on", m.ExpiresOn)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
@@ -312,7 +320,7 @@ func (s customers) AddCap(ctx context.Context, req *connect.Request[capstanv1.Ad
 		Shared: m.Shared, SharedWith: m.SharedWith, Scope: m.Scope,
 		Resets: m.Resets, ResetInc: resetInc, ResetSch: m.ResetSch, ExpiresOn: expires,
 	}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{AddCap: op}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{AddCap: op}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -320,11 +328,14 @@ func (s customers) AddCap(ctx context.Context, req *connect.Request[capstanv1.Ad
 }
 
 func (s customers) GetCap(ctx context.Context, req *connect.Request[capstanv1.GetCapRequest]) (*connect.Response[capstanv1.GetCapResponse], error) {
-	cp, err := s.getCap(ctx, req.Msg.Customer, req.Msg.CapId, req.Msg.Stale)
+	m := req.Msg
+	resp := connect.NewResponse(&capstanv1.GetCapResponse{})
+	cp, err := s.getCap(ctx, m.Customer, m.CapId, m.RoutingKey, m.Stale, resp.Header())
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&capstanv1.GetCapResponse{Cap: cp}), nil
+	resp.Msg.Cap = cp
+	return resp, nil
 }
 
 func (s customers) ResetCap(ctx context.Context, req *connect.Request[capstanv1.ResetCapRequest]) (*connect.Response[capstanv1.ResetCapResponse], error) {
@@ -333,10 +344,11 @@ func (s customers) ResetCap(ctx context.Context, req *connect.Request[capstanv1.
 	ck.id("customer", m.Customer)
 	ck.id("cap_id", m.CapId)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{ResetCap: &fsm.CapOp{Customer: m.Customer, CapID: m.CapId}}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{ResetCap: &fsm.CapOp{Customer: m.Customer, CapID: m.CapId}}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -349,10 +361,11 @@ func (s customers) RemoveCap(ctx context.Context, req *connect.Request[capstanv1
 	ck.id("customer", m.Customer)
 	ck.id("cap_id", m.CapId)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{RemoveCap: &fsm.CapOp{Customer: m.Customer, CapID: m.CapId}}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{RemoveCap: &fsm.CapOp{Customer: m.Customer, CapID: m.CapId}}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -363,23 +376,14 @@ func (s customers) ListCaps(ctx context.Context, req *connect.Request[capstanv1.
 	m := req.Msg
 	var ck check
 	ck.id("customer", m.Customer)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	var out []*capstanv1.Cap
-	err := s.read(ctx, m.Customer, m.Stale, func(e *engine.Engine, now int64) error {
-		views, err := e.ListCaps(now, m.Customer)
-		if err != nil {
-			return err
-		}
-		id := e.Customer(m.Customer).ID
-		for _, v := range views {
-			out = append(out, capViewOf(id, v))
-		}
-		return nil
-	})
-	if err != nil {
+	out := &capstanv1.ListCapsResponse{}
+	resp := connect.NewResponse(out)
+	if _, err := s.read(ctx, routeKey(m.RoutingKey, m.Customer), m.Stale, queryCaps, protoArgs(&capstanv1.ListCapsRequest{Customer: m.Customer}), out, resp.Header()); err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&capstanv1.ListCapsResponse{Caps: out}), nil
+	return resp, nil
 }

@@ -21,7 +21,8 @@ type fakeBackend struct {
 	index       uint64
 	now         int64
 	unavailable bool
-	applied     int // commands that reached the FSM
+	applied     int      // commands that reached the FSM
+	keys        []string // routing keys of Apply and Query calls, in order
 }
 
 func newFake(t *testing.T, policy, format string) *fakeBackend {
@@ -51,6 +52,7 @@ func (b *fakeBackend) setNow(ms int64) {
 func (b *fakeBackend) Apply(ctx context.Context, customer string, cmd *fsm.Command) (*fsm.Result, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.keys = append(b.keys, customer)
 	if b.unavailable {
 		return nil, fmt.Errorf("shard 0: %w", cluster.ErrUnavailable)
 	}
@@ -65,13 +67,43 @@ func (b *fakeBackend) Apply(ctx context.Context, customer string, cmd *fsm.Comma
 	return res.(*fsm.Result), nil
 }
 
-func (b *fakeBackend) Read(ctx context.Context, customer string, stale bool, fn func(e *engine.Engine, now int64) error) error {
+func (b *fakeBackend) Query(ctx context.Context, key string, stale bool, kind string, args []byte) (cluster.Answer, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.keys = append(b.keys, key)
 	if b.unavailable {
-		return fmt.Errorf("shard 0: %w", cluster.ErrUnavailable)
+		return cluster.Answer{}, fmt.Errorf("shard 0: %w", cluster.ErrUnavailable)
 	}
-	return b.f.Read(func(e *engine.Engine, clock int64) error { return fn(e, max(clock, b.now)) })
+	fn := Queries()[kind]
+	if fn == nil {
+		return cluster.Answer{}, fmt.Errorf("unknown query %q", kind)
+	}
+	var out []byte
+	err := b.f.Read(func(e *engine.Engine, clock int64) error {
+		var err error
+		out, err = fn(e, max(clock, b.now), args)
+		return err
+	})
+	_, _, v := b.f.Policy()
+	return cluster.Answer{Result: out, PolicyVersion: v, Node: "fake", Stale: stale, AppliedIndex: b.index}, err
+}
+
+func (b *fakeBackend) Ready() error { return nil }
+
+func (b *fakeBackend) Members(context.Context) ([]cluster.Member, error) {
+	return []cluster.Member{{NodeID: "fake", State: cluster.StateAlive}}, nil
+}
+
+func (b *fakeBackend) TransferLeadership(context.Context, int, string) (string, error) {
+	return "", fmt.Errorf("%w: one node", cluster.ErrUnavailable)
+}
+
+func (b *fakeBackend) RemoveNode(context.Context, string) ([]int, map[int]string, error) {
+	return nil, nil, fmt.Errorf("%w: one node", cluster.ErrUnavailable)
+}
+
+func (b *fakeBackend) SetShardHome(context.Context, int, string) error {
+	return fmt.Errorf("%w: one node", cluster.ErrUnavailable)
 }
 
 func (b *fakeBackend) SetPolicy(ctx context.Context, text, format string) (uint64, error) {
@@ -90,6 +122,15 @@ func (b *fakeBackend) Policy() (string, string, uint64) { return b.f.Policy() }
 
 func (b *fakeBackend) Status(ctx context.Context) (cluster.Status, error) {
 	return cluster.Status{}, nil
+}
+
+func (b *fakeBackend) lastKeys(n int) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.keys) < n {
+		return append([]string(nil), b.keys...)
+	}
+	return append([]string(nil), b.keys[len(b.keys)-n:]...)
 }
 
 func (b *fakeBackend) appliedCount() int {

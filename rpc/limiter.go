@@ -46,11 +46,12 @@ func (s limiter) Allow(ctx context.Context, req *connect.Request[capstanv1.Allow
 	var ck check
 	ar := s.allowRequest(&ck, allowFields{m.Customer, m.Entitlement, m.Value, m.Unit, m.EventData, m.Overhead, m.Caps}, anySign)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	ar.NoEvents, ar.Force = m.NoEvents, m.Force
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{Allow: &ar}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{Allow: &ar}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -66,23 +67,20 @@ func (s limiter) Check(ctx context.Context, req *connect.Request[capstanv1.Check
 	m := req.Msg
 	var ck check
 	ar := s.allowRequest(&ck, allowFields{m.Customer, m.Entitlement, m.Value, m.Unit, m.EventData, m.Overhead, m.Caps}, anySign)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	var out decision
-	err := s.read(ctx, m.Customer, m.Stale, func(e *engine.Engine, now int64) error {
-		d, err := e.Check(now, ar)
-		out = decisionOf(&d)
-		return err
-	})
+	out := &capstanv1.CheckResponse{}
+	resp := connect.NewResponse(out)
+	a, err := s.read(ctx, routeKey(m.RoutingKey, m.Customer), m.Stale, queryCheck, checkArgs(&ar), out, resp.Header())
 	if err != nil {
 		return nil, err
 	}
-	s.metrics.decision("Check", out.allowed, out.reason)
-	return connect.NewResponse(&capstanv1.CheckResponse{
-		Allowed: out.allowed, Reason: out.reason, CapId: out.capID, Remaining: out.remaining,
-		ResetsAt: out.resetsAt, PolicyVersion: s.policyVersion(),
-	}), nil
+	// The version of the policy this very read ran under, not the node's newest.
+	out.PolicyVersion = a.PolicyVersion
+	s.metrics.decision("Check", out.Allowed, out.Reason)
+	return resp, nil
 }
 
 // step validates Increment and Decrement.
@@ -102,10 +100,11 @@ func (s limiter) Increment(ctx context.Context, req *connect.Request[capstanv1.I
 	m := req.Msg
 	var ck check
 	ar := s.step(&ck, m.Customer, m.Entitlement, m.EventData, m.IdempotencyKey, m.NoEvents, m.Caps)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{Increment: ar}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{Increment: ar}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -121,10 +120,11 @@ func (s limiter) Decrement(ctx context.Context, req *connect.Request[capstanv1.D
 	m := req.Msg
 	var ck check
 	ar := s.step(&ck, m.Customer, m.Entitlement, m.EventData, m.IdempotencyKey, m.NoEvents, m.Caps)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{Decrement: ar}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{Decrement: ar}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -147,11 +147,12 @@ func (s limiter) Reserve(ctx context.Context, req *connect.Request[capstanv1.Res
 	if quantile.GreaterThanOrEqual(decimal.NewFromInt(1)) {
 		ck.fail("quantile", "must be below 1, got %s", m.Quantile)
 	}
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	rr := &engine.ReserveRequest{AllowRequest: ar, Omitted: m.Value == "", TTL: ttl, Quantile: quantile}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{Reserve: rr}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{Reserve: rr}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -174,11 +175,12 @@ func (s limiter) Settle(ctx context.Context, req *connect.Request[capstanv1.Sett
 	ck.id("hold_id", m.HoldId)
 	ck.optID("idempotency_key", m.IdempotencyKey)
 	ar.Segment, ar.Basis = s.estimateKey(&ck, m.Segment, m.Basis)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	ar.NoEvents = m.NoEvents
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{Settle: &fsm.SettleOp{HoldID: m.HoldId, AllowRequest: ar}}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{Settle: &fsm.SettleOp{HoldID: m.HoldId, AllowRequest: ar}}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -197,11 +199,12 @@ func (s limiter) Release(ctx context.Context, req *connect.Request[capstanv1.Rel
 	ck.id("entitlement", m.Entitlement)
 	ck.id("hold_id", m.HoldId)
 	ck.optID("idempotency_key", m.IdempotencyKey)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
 	op := &fsm.ReleaseOp{Customer: m.Customer, Entitlement: m.Entitlement, HoldID: m.HoldId}
-	res, err := s.apply(ctx, m.Customer, m.IdempotencyKey, &fsm.Command{Release: op}, nil)
+	res, err := s.apply(ctx, routeKey(m.RoutingKey, m.Customer), m.IdempotencyKey, &fsm.Command{Release: op}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -213,50 +216,46 @@ func (s limiter) GetUsage(ctx context.Context, req *connect.Request[capstanv1.Ge
 	var ck check
 	ck.id("customer", m.Customer)
 	ck.id("entitlement", m.Entitlement)
+	ck.optID("routing_key", m.RoutingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	var u *capstanv1.Usage
-	err := s.read(ctx, m.Customer, m.Stale, func(e *engine.Engine, now int64) error {
-		u = usageOf(m.Entitlement, e.Read(now, m.Customer, m.Entitlement))
-		return nil
-	})
-	if err != nil {
+	out := &capstanv1.GetUsageResponse{}
+	resp := connect.NewResponse(out)
+	args := &capstanv1.GetUsageRequest{Customer: m.Customer, Entitlement: m.Entitlement}
+	if _, err := s.read(ctx, routeKey(m.RoutingKey, m.Customer), m.Stale, queryUsage, protoArgs(args), out, resp.Header()); err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&capstanv1.GetUsageResponse{Usage: u}), nil
+	return resp, nil
 }
 
 func (s limiter) GetCustomerCap(ctx context.Context, req *connect.Request[capstanv1.GetCustomerCapRequest]) (*connect.Response[capstanv1.GetCustomerCapResponse], error) {
 	m := req.Msg
-	cp, err := s.getCap(ctx, m.Customer, m.CapId, m.Stale)
+	resp := connect.NewResponse(&capstanv1.GetCustomerCapResponse{})
+	cp, err := s.getCap(ctx, m.Customer, m.CapId, m.RoutingKey, m.Stale, resp.Header())
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&capstanv1.GetCustomerCapResponse{Cap: cp}), nil
+	resp.Msg.Cap = cp
+	return resp, nil
 }
 
 // getCap is the cap read both LimiterService and CustomerService offer.
-func (c *core) getCap(ctx context.Context, customer, capID string, stale bool) (*capstanv1.Cap, error) {
+func (c *core) getCap(ctx context.Context, customer, capID, routingKey string, stale bool, header interface{ Set(string, string) }) (*capstanv1.Cap, error) {
 	var ck check
 	ck.id("customer", customer)
 	ck.id("cap_id", capID)
+	ck.optID("routing_key", routingKey)
 	if err := ck.err(); err != nil {
 		return nil, err
 	}
-	var out *capstanv1.Cap
-	err := c.read(ctx, customer, stale, func(e *engine.Engine, now int64) error {
-		v, err := e.GetCap(now, customer, capID)
-		if err != nil {
-			return err
-		}
-		out = capViewOf(e.Customer(customer).ID, v)
-		return nil
-	})
-	return out, err
+	out := &capstanv1.Cap{}
+	if _, err := c.read(ctx, routeKey(routingKey, customer), stale, queryCap, protoArgs(&capstanv1.GetCapRequest{Customer: customer, CapId: capID}), out, header); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
-// estimateKey validates an estimate segment (a short name, like an id) and basis.
 func (s limiter) estimateKey(ck *check, segment, basis string) (string, *decimal.Decimal) {
 	if segment != "" {
 		ck.id("segment", segment)

@@ -97,8 +97,9 @@ func NewMux(cfg Config) (*http.ServeMux, error) {
 	return mux, nil
 }
 
-// healthChecker answers grpc.health.v1: SERVING once every shard has a leader
-// and a policy, NOT_SERVING otherwise. The whole server ("") and each
+// healthChecker answers grpc.health.v1: SERVING once the node can serve (a
+// standalone node: every shard has a leader; a cluster node: it has joined and
+// knows a leader for every shard), NOT_SERVING otherwise. The whole server ("") and each
 // capstan.v1 service report the same status.
 type healthChecker struct{ backend Backend }
 
@@ -110,10 +111,7 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 	if !known {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("unknown service "+req.Service))
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	st, err := h.backend.Status(ctx)
-	if err != nil || !ready(st) {
+	if h.backend.Ready() != nil {
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 	}
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -10,7 +11,27 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/capstanhq/capstan/internal/faultnet"
 )
+
+// apiAddr is the API address peers forward to.
+func (o *options) apiAddr() string {
+	if o.advertiseAPI != "" {
+		return o.advertiseAPI
+	}
+	return o.listen
+}
+
+// unspecifiedHost reports whether addr's host is empty or 0.0.0.0/::.
+func unspecifiedHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
 
 // options is every setting of a node. serve takes them from flags, then
 // CAPSTAN_* environment variables, then a config file, then defaults (in that
@@ -34,6 +55,18 @@ type options struct {
 	logLevel        string
 	logFormat       string
 	shutdownTimeout time.Duration
+
+	// cluster mode (docs/cluster-contract.md)
+	advertiseAPI     string
+	advertiseRaft    string
+	gossipAddr       string
+	advertiseGossip  string
+	join             string
+	replicas         int
+	bootstrapExpect  int
+	clusterKey       string
+	regionLatency    string
+	unsafeStaleAllow bool
 }
 
 // flags registers the options on fs with the given defaults.
@@ -56,6 +89,31 @@ func (o *options) flags(fs *flag.FlagSet, def options) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (requests log at info, refusals at warn)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a shutdown waits for in-flight requests")
+
+	fs.StringVar(&o.advertiseAPI, "advertise-api", "", "API address other nodes forward calls to (default: --listen)")
+	fs.StringVar(&o.advertiseRaft, "advertise-raft", "", "raft address peers dial (default: --raft-addr); a host name stays a name")
+	fs.StringVar(&o.gossipAddr, "gossip-addr", "", "memberlist bind address; setting it runs the node as part of a cluster")
+	fs.StringVar(&o.advertiseGossip, "advertise-gossip", "", "memberlist address peers use (default: --gossip-addr)")
+	fs.StringVar(&o.join, "join", "", "comma-separated gossip addresses of nodes to join (any one is enough; empty on the first node)")
+	fs.IntVar(&o.replicas, "replicas", 3, "voters per shard, fixed when the cluster forms")
+	fs.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "on the first start, form the cluster (placing shards across regions) once this many nodes have joined")
+	fs.StringVar(&o.clusterKey, "cluster-key", "", "shared secret authenticating node-to-node forwarding (required in a cluster; prefer CAPSTAN_CLUSTER_KEY)")
+	fs.StringVar(&o.regionLatency, "region-latency", "", "simulated latency between regions on the node-to-node links, e.g. \"us-east<->eu-west=40ms\" (internal/faultnet spec)")
+	fs.BoolVar(&o.unsafeStaleAllow, "unsafe-stale-allow", false, "UNSAFE, tests only: answer Allow from this node's replica without raft when another node leads the shard (breaks caps; proves the linearizability checker can fail)")
+}
+
+// clustered reports whether the options ask for cluster mode.
+func (o *options) clustered() bool { return o.gossipAddr != "" }
+
+// joinList splits --join.
+func (o *options) joinList() []string {
+	var out []string
+	for _, s := range strings.Split(o.join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // setUsage prints what the command does, its flags, and where else settings
@@ -191,6 +249,35 @@ func (o *options) validate() error {
 		return usageError{fmt.Errorf("--shards must be 0..1024, got %d", o.shards)}
 	case (o.tlsCert == "") != (o.tlsKey == ""):
 		return usageError{fmt.Errorf("--tls-cert and --tls-key go together")}
+	}
+	if o.clustered() {
+		switch {
+		case o.bootstrap:
+			return usageError{fmt.Errorf("--bootstrap starts a standalone node; a cluster forms with --bootstrap-expect (and --join)")}
+		case o.clusterKey == "":
+			return usageError{fmt.Errorf("--cluster-key (or CAPSTAN_CLUSTER_KEY) is required with --gossip-addr: it authenticates node-to-node forwarding")}
+		case len(o.clusterKey) < 16:
+			return usageError{fmt.Errorf("--cluster-key must be at least 16 characters")}
+		case o.bootstrapExpect < 0:
+			return usageError{fmt.Errorf("--bootstrap-expect must not be negative")}
+		case o.replicas < 1 || o.replicas > 7:
+			return usageError{fmt.Errorf("--replicas must be 1..7, got %d", o.replicas)}
+		case o.bootstrapExpect == 0 && o.join == "":
+			return usageError{fmt.Errorf("a cluster node needs --bootstrap-expect (first start of a new cluster) or --join (an existing one)")}
+		}
+		if err := faultnet.NewRules().Set(o.regionLatency); err != nil {
+			return usageError{fmt.Errorf("--region-latency: %w", err)}
+		}
+		if api := o.apiAddr(); unspecifiedHost(api) {
+			return usageError{fmt.Errorf("--advertise-api is required when --listen (%s) is not an address peers can dial", o.listen)}
+		}
+	} else {
+		for name, set := range map[string]bool{"join": o.join != "", "bootstrap-expect": o.bootstrapExpect != 0,
+			"region-latency": o.regionLatency != "", "unsafe-stale-allow": o.unsafeStaleAllow} {
+			if set {
+				return usageError{fmt.Errorf("--%s needs --gossip-addr (cluster mode)", name)}
+			}
+		}
 	}
 	switch o.policyFormat {
 	case "", "json", "yaml", "toml", "stof":

@@ -2,6 +2,7 @@
 //
 //	capstan serve [flags]   run a node (flags, CAPSTAN_* environment or a config file)
 //	capstan dev [flags]     run a single-node development server on ./data
+//	capstan health [flags]  exit 0 when a node's health check answers SERVING
 //	capstan version         print the build version
 //
 // Exit codes: 0 after a clean shutdown, 1 when the server failed, 2 on usage
@@ -30,6 +31,8 @@ Usage:
                            (e.g. CAPSTAN_DATA_DIR) or a YAML config file (--config)
   capstan dev [flags]      run a single-node development server on ./data with a
                            sample policy and a generated admin API key
+  capstan health [--addr 127.0.0.1:7070]
+                           exit 0 when the node's health check answers SERVING, else 1
   capstan version          print the build version
 
 Run 'capstan serve -h' or 'capstan dev -h' for their flags.
@@ -47,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serveCmd(args[1:], stdout, stderr)
 	case "dev":
 		err = devCmd(args[1:], stdout, stderr)
+	case "health":
+		err = healthCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "capstan %s (%s %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
@@ -62,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errNotServing):
+		return 1
 	case isUsage(err):
 		fmt.Fprintf(stderr, "capstan %s: %v\n", args[0], err)
 		return 2

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/capstanhq/capstan/cluster"
+	"github.com/capstanhq/capstan/internal/faultnet"
 	"github.com/capstanhq/capstan/internal/version"
 	"github.com/capstanhq/capstan/rpc"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,7 +47,8 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	var o options
 	o.flags(fs, serveDefaults())
 	setUsage(fs, "Runs a Capstan node: the API (Connect, gRPC and gRPC-Web; JSON or protobuf) on --listen,\n"+
-		"raft between nodes on --raft-addr. Give --bootstrap to start a new cluster with this node.")
+		"raft between nodes on --raft-addr. Give --bootstrap for a standalone node, or --gossip-addr with\n"+
+		"--bootstrap-expect (first start) and --join for a cluster (see docs/cluster-contract.md).")
 	if err := parseOptions(fs, args, os.Getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -92,10 +96,38 @@ func serveNode(ctx context.Context, o options, keys *rpc.Keys, policy, format st
 	}
 	defer ln.Close()
 
-	node, err := cluster.Open(cluster.Config{
-		NodeID: o.nodeID, DataDir: o.dataDir, RaftAddr: o.raftAddr, Region: o.region, Shards: o.shards,
-		Bootstrap: o.bootstrap, Policy: policy, PolicyFormat: format, Logger: logger,
-	})
+	cfg := cluster.Config{
+		NodeID: o.nodeID, DataDir: o.dataDir, RaftAddr: o.raftAddr, AdvertiseRaft: o.advertiseRaft, Region: o.region,
+		Shards: o.shards, Bootstrap: o.bootstrap, Policy: policy, PolicyFormat: format, Logger: logger, Queries: rpc.Queries(),
+	}
+	if o.clustered() {
+		var rules *faultnet.Rules
+		if o.regionLatency != "" {
+			rules = faultnet.NewRules()
+			if err := rules.Set(o.regionLatency); err != nil {
+				return usageError{fmt.Errorf("--region-latency: %w", err)}
+			}
+			logger.Warn("simulated region latency on node-to-node links", "spec", rules.String())
+		}
+		if o.unsafeStaleAllow {
+			logger.Warn("UNSAFE: --unsafe-stale-allow answers Allow from follower replicas without raft; caps are NOT enforced across nodes")
+		}
+		api := o.apiAddr()
+		if _, port, _ := net.SplitHostPort(api); port == "0" {
+			api = ln.Addr().String()
+		}
+		// Forwarded calls arrive on the API port with faultnet's preamble.
+		ln = faultnet.NewListener(ln, rules, faultnet.Endpoint{Node: o.nodeID, Region: o.region}, nil)
+		cfg.GossipAddr, cfg.AdvertiseGossip, cfg.Join = o.gossipAddr, o.advertiseGossip, o.joinList()
+		cfg.BootstrapExpect, cfg.Replicas, cfg.APIAddr, cfg.ClusterKey = o.bootstrapExpect, o.replicas, api, o.clusterKey
+		cfg.Faults, cfg.UnsafeStaleAllow = rules, o.unsafeStaleAllow
+		if o.tlsCert != "" {
+			if cfg.ForwardTLS, err = forwardTLS(o.tlsCert); err != nil {
+				return err
+			}
+		}
+	}
+	node, err := cluster.Open(cfg)
 	if err != nil {
 		return fmt.Errorf("open node: %w", err)
 	}
@@ -113,6 +145,9 @@ func serveNode(ctx context.Context, o options, keys *rpc.Keys, policy, format st
 	if err != nil {
 		closeNode()
 		return err
+	}
+	if o.clustered() {
+		mux.Handle(node.InternalHandler())
 	}
 	if o.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -153,7 +188,7 @@ func serveNode(ctx context.Context, o options, keys *rpc.Keys, policy, format st
 	}()
 	logger.Info("capstan serving", "url", baseURL, "node_id", o.nodeID, "region", o.region,
 		"raft_addr", node.RaftAddr(), "shards", node.Shards(), "data_dir", o.dataDir, "version", version.Version,
-		"tls", o.tlsCert != "", "auth", keys != nil, "pprof", o.pprof)
+		"tls", o.tlsCert != "", "auth", keys != nil, "pprof", o.pprof, "cluster", o.clustered())
 	if ready != nil {
 		ready(baseURL)
 	}
@@ -167,6 +202,9 @@ func serveNode(ctx context.Context, o options, keys *rpc.Keys, policy, format st
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
+	// Leadership moves away while this node still answers (forwarding), so
+	// callers see a leader change, not an outage.
+	node.Drain(sctx)
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Warn("http shutdown", "err", err)
 		_ = srv.Close()
@@ -177,6 +215,21 @@ func serveNode(ctx context.Context, o options, keys *rpc.Keys, policy, format st
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// forwardTLS trusts the system roots plus the certificates in certFile (nodes
+// of one cluster often share a certificate) for calls to peers' APIs.
+func forwardTLS(certFile string) (*tls.Config, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert: %w", err)
+	}
+	pool.AppendCertsFromPEM(b)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 func parseLevel(s string) (slog.Level, error) {
