@@ -45,9 +45,10 @@ var ServiceNames = []string{
 	capstanv1connect.CustomerServiceName,
 	capstanv1connect.PolicyServiceName,
 	capstanv1connect.AdminServiceName,
+	capstanv1connect.EventServiceName,
 }
 
-// NewMux returns a mux serving the four capstan.v1 services, gRPC health
+// NewMux returns a mux serving the capstan.v1 services, gRPC health
 // (grpc.health.v1), gRPC reflection and /metrics. Health, reflection and
 // metrics are open; the services need an API key.
 func NewMux(cfg Config) (*http.ServeMux, error) {
@@ -88,6 +89,9 @@ func NewMux(cfg Config) (*http.ServeMux, error) {
 	mux.Handle(capstanv1connect.NewCustomerServiceHandler(customers{c}, opts...))
 	mux.Handle(capstanv1connect.NewPolicyServiceHandler(policies{c}, opts...))
 	mux.Handle(capstanv1connect.NewAdminServiceHandler(admin{core: c, version: cfg.Version}, opts...))
+	if src, ok := cfg.Backend.(EventSource); ok {
+		mux.Handle(capstanv1connect.NewEventServiceHandler(events{src: src}, opts...))
+	}
 
 	mux.Handle(grpchealth.NewHandler(healthChecker{backend: cfg.Backend}))
 	reflector := grpcreflect.NewStaticReflector(ServiceNames...)
