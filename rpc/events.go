@@ -100,4 +100,5 @@ func (s events) Subscribe(ctx context.Context, req *connect.Request[capstanv1.Su
 		}
 	}
 }
+
 var _ EventSource = (*cluster.Node)(nil)
