@@ -96,6 +96,14 @@ func start(t *testing.T, url string, env []string, args ...string) *proc {
 // startWith is start with the HTTP client the health checks use.
 func startWith(t *testing.T, client *http.Client, url string, env []string, args ...string) *proc {
 	t.Helper()
+	p := launch(t, client, url, env, args...)
+	p.waitHealthy()
+	return p
+}
+
+// launch starts the binary without waiting for it to be healthy.
+func launch(t *testing.T, client *http.Client, url string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, url: url, client: client, done: make(chan struct{})}
 	p.cmd = exec.Command(capstanBin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
@@ -121,7 +129,6 @@ func startWith(t *testing.T, client *http.Client, url string, env []string, args
 			t.Logf("capstan %s stderr:\n%s", strings.Join(args, " "), p.stderr.String())
 		}
 	})
-	p.waitHealthy()
 	return p
 }
 
