@@ -11,7 +11,7 @@ BUF_VERSION                  := v1.75.0
 PROTOC_GEN_GO_VERSION        := v1.36.12
 PROTOC_GEN_CONNECT_GO_VERSION := v1.19.1
 
-.PHONY: all build run test test-short vet conformance generate generate-check tools bench e2e image cluster-up cluster-down clean
+.PHONY: all build run test test-cluster test-short vet conformance generate generate-check tools bench e2e image cluster-up cluster-down clean
 
 all: build
 
@@ -26,6 +26,11 @@ run: build
 ## test: the whole suite (vet, unit, conformance, raft, server tests)
 test: vet
 	$(GO) test -count=1 -timeout 25m ./...
+
+## test-cluster: the multi-node cluster tests (in-process 3/5-node clusters and three
+## real processes), left out of `make test` until they are robust on a loaded machine
+test-cluster:
+	CAPSTAN_CLUSTER_TESTS=1 $(GO) test -count=1 -p 1 -timeout 20m ./cluster ./cmd/capstan
 
 ## test-short: quick tests only
 test-short:

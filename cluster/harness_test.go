@@ -113,6 +113,7 @@ type tnode struct {
 // bootstrap-expect n, and waits until every node is ready and every shard
 // runs the policy.
 func newCluster(t *testing.T, n, shards int, regions []string, mod func(*Config)) *tcluster {
+	requireClusterTests(t)
 	t.Helper()
 	c := &tcluster{t: t, rules: faultnet.NewRules(), shards: shards, mod: mod}
 	for i := range n {
