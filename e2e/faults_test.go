@@ -56,17 +56,11 @@ func (h *harness) inject(ctx context.Context, w *workload, steps []faultStep) ([
 // killLeader kills (SIGKILL) the container of a random shard's leader, then
 // starts it again.
 func killLeader(ctx context.Context, h *harness, w *workload, rng *rand.Rand) (string, error) {
-	live := w.liveNodes()
-	st, err := h.status(ctx, live[rng.IntN(len(live))])
+	n, shard, err := h.someLeader(ctx, w.liveNodes(), rng)
 	if err != nil {
 		return "kill leader", err
 	}
-	sh := st.Shards[rng.IntN(len(st.Shards))]
-	n, ok := nodeByID(sh.Leader)
-	if !ok {
-		return "kill leader", fmt.Errorf("shard %d: leader %q is not a compose node", sh.Shard, sh.Leader)
-	}
-	name := fmt.Sprintf("docker kill %s (leader of shard %d)", n.ID, sh.Shard)
+	name := fmt.Sprintf("docker kill %s (leader of shard %d)", n.ID, shard)
 	h.logf("fault: %s", name)
 	if _, err := h.docker(ctx, "kill", n.Container); err != nil {
 		return name, err
@@ -75,6 +69,29 @@ func killLeader(ctx context.Context, h *harness, w *workload, rng *rand.Rand) (s
 	_, err = h.docker(ctx, "start", n.Container)
 	h.logf("heal: docker start %s", n.ID)
 	return name, err
+}
+
+// someLeader picks a random shard with a leader (leadership may be moving
+// for balance, so a shard can be briefly without one) and returns its
+// leader's node.
+func (h *harness) someLeader(ctx context.Context, live []string, rng *rand.Rand) (node, uint32, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := h.status(ctx, live[rng.IntN(len(live))])
+		if err == nil {
+			rng.Shuffle(len(st.Shards), func(i, j int) { st.Shards[i], st.Shards[j] = st.Shards[j], st.Shards[i] })
+			for _, sh := range st.Shards {
+				if n, ok := nodeByID(sh.Leader); ok && slices.Contains(live, n.ID) {
+					return n, sh.Shard, nil
+				}
+			}
+			err = fmt.Errorf("no shard has a leader among %v", live)
+		}
+		if time.Now().After(deadline) {
+			return node{}, 0, err
+		}
+		sleep(ctx, time.Second)
+	}
 }
 
 // pauseNode freezes a random live node (SIGSTOP to every process: it holds
