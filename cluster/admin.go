@@ -186,7 +186,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 
 // Ready says whether this node can serve: nil once a standalone node's shards
 // all have a leader, or once a cluster node has joined (it knows the cluster
-// map, the meta group has a leader) and knows a leader for every shard.
+// map) and knows a leader for every shard.
 func (n *Node) Ready() error {
 	if n.isClosed() {
 		return ErrClosed
@@ -202,12 +202,11 @@ func (n *Node) Ready() error {
 	if n.retired.Load() {
 		return errors.New("this node was removed from the cluster")
 	}
+	// Joined: the map is known (from the meta group or, after a restart, its
+	// cached copy). The meta group's leader is not needed to route calls.
 	m := n.view()
-	switch {
-	case m == nil:
+	if m == nil {
 		return errors.New("not joined: no cluster map yet (waiting for --bootstrap-expect nodes or for the cluster to add this node)")
-	case n.metaLeader() == "":
-		return errors.New("the meta group has no leader")
 	}
 	for id := range m.Shards {
 		if n.leaderHint(id) == "" {

@@ -100,7 +100,7 @@ func testForms(t *testing.T, c *tcluster) {
 		t.Fatalf("lookup: %v %v %+v", err, ok, r)
 	}
 
-	eventually(t, 10*time.Second, "members", func() error {
+	eventually(t, waitLong, "members", func() error {
 		for _, tn := range c.nodes {
 			ms, err := tn.n().Members(ctxT(t))
 			if err != nil {
@@ -120,7 +120,7 @@ func testForms(t *testing.T, c *tcluster) {
 		return nil
 	})
 
-	c.waitConverged(10 * time.Second)
+	c.waitConverged(waitLong)
 	st, err := c.nodes[1].n().Status(ctxT(t))
 	if err != nil || len(st.Shards) != 16 || st.ClusterID != m.ClusterID {
 		t.Fatalf("status: %v %d shards", err, len(st.Shards))
@@ -143,7 +143,7 @@ func testForms(t *testing.T, c *tcluster) {
 func testTransferAndBalance(t *testing.T, c *tcluster) {
 	m := c.nodes[0].n().view()
 	// Leadership settles in each shard's home region.
-	eventually(t, 20*time.Second, "leaders in home regions", func() error {
+	eventually(t, waitLong, "leaders in home regions", func() error {
 		for id, p := range m.Placement {
 			l := c.leaderOf(id)
 			if l == nil || l.region != p.Home {
@@ -173,13 +173,15 @@ func testTransferAndBalance(t *testing.T, c *tcluster) {
 		t.Fatal("transfer to a non-voter succeeded")
 	}
 	// The balancer hands it back to the home region.
-	eventually(t, 10*time.Second, "leadership back home", func() error {
+	eventually(t, waitLong, "leadership back home", func() error {
 		if l := c.leaderOf(shard); l == nil || l.id != home.id {
 			return fmt.Errorf("shard %d led by %v", shard, l)
 		}
 		return nil
 	})
-	// A graceful stop leaves no shard without a leader for long.
+	// A graceful stop hands leadership away first: after Drain the node leads
+	// nothing and every shard has a leader elsewhere (and the balancer, seeing
+	// the node leaving, does not hand any back).
 	led := 0
 	for id := range 16 {
 		if c.leaderOf(id) == home {
@@ -189,12 +191,18 @@ func testTransferAndBalance(t *testing.T, c *tcluster) {
 	if led == 0 {
 		t.Fatal("home node leads nothing")
 	}
-	c.stop(home)
-	for id := range 16 {
-		if l := c.leaderOf(id); l == nil || l == home {
-			t.Fatalf("shard %d has no leader right after a graceful stop (led by %v)", id, l)
+	dctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	home.n().Drain(dctx)
+	cancel()
+	eventually(t, waitLong, "leadership handed away before stopping", func() error {
+		for id := range 16 {
+			if l := c.leaderOf(id); l == nil || l == home {
+				return fmt.Errorf("shard %d led by %v", id, l)
+			}
 		}
-	}
+		return nil
+	})
+	c.stop(home)
 	cus := customersOnEveryShard("g", 16)
 	for _, id := range cus {
 		other := c.live()[0]
@@ -203,8 +211,8 @@ func testTransferAndBalance(t *testing.T, c *tcluster) {
 		}
 	}
 	c.restart(home)
-	c.waitReady(20*time.Second, home)
-	c.waitConverged(20 * time.Second)
+	c.waitReady(waitLong, home)
+	c.waitConverged(waitLong)
 }
 
 // testPolicyEverywhere: SetPolicy on a node that leads few shards
@@ -244,14 +252,14 @@ func testPolicyEverywhere(t *testing.T, c *tcluster) {
 		t.Fatalf("set policy: %d %v", v, err)
 	}
 	for _, tn := range c.nodes {
-		eventually(t, 5*time.Second, tn.id+" learns v2", func() error {
+		eventually(t, waitLong, tn.id+" learns v2", func() error {
 			if _, _, pv := tn.n().Policy(); pv < 2 {
 				return fmt.Errorf("v%d", pv)
 			}
 			return nil
 		})
 	}
-	c.waitPolicy(5*time.Second, 2)
+	c.waitPolicy(waitLong, 2)
 	cancel()
 	wg.Wait()
 	for id, rs := range seen {
@@ -281,7 +289,7 @@ func testPolicyEverywhere(t *testing.T, c *tcluster) {
 	if v, err := c.nodes[0].n().SetPolicy(ctxT(t), clusterPolicy, "json"); err != nil || v != 3 {
 		t.Fatalf("set policy v3: %d %v", v, err)
 	}
-	c.waitPolicy(5*time.Second, 3)
+	c.waitPolicy(waitLong, 3)
 }
 
 // testRoutingKey: an org and its users share the routing key "acme",
@@ -356,7 +364,7 @@ func testLinearizable(t *testing.T, c *tcluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	w.run(ctx, 3)
-	c.waitConverged(20 * time.Second)
+	c.waitConverged(waitLong)
 	if res := w.check(c.nodes[0].n()); !res.OK || res.OverCap != 0 {
 		t.Fatalf("not linearizable: %+v (visualisations: %v)", res, res.Visualizations)
 	}
@@ -388,8 +396,8 @@ func testLinearizableKills(t *testing.T, c *tcluster) {
 		c.restart(victim)
 	}
 	wg.Wait()
-	c.waitReady(30*time.Second, c.nodes...)
-	c.waitConverged(30 * time.Second)
+	c.waitReady(waitLong, c.nodes...)
+	c.waitConverged(waitLong)
 	if res := w.check(c.nodes[0].n()); !res.OK || res.OverCap != 0 {
 		t.Fatalf("not linearizable: %+v (visualisations: %v)", res, res.Visualizations)
 	}
@@ -402,12 +410,12 @@ func testLinearizableKills(t *testing.T, c *tcluster) {
 func testJoinAndRemove(t *testing.T, c *tcluster) {
 	n4 := c.addNode("r1", 0)
 	c.start(n4)
-	c.waitReady(30*time.Second, n4)
+	c.waitReady(waitLong, n4)
 	cus := customersOnEveryShard("j", 16)
 	for _, id := range cus {
 		create(t, n4.n(), id, &engine.CreateCustomerRequest{ID: id})
 	}
-	eventually(t, 10*time.Second, "n4 in the map and the meta group", func() error {
+	eventually(t, waitLong, "n4 in the map and the meta group", func() error {
 		m := c.nodes[0].n().view()
 		if m.Nodes["n4"] == nil {
 			return errors.New("not in the map")
@@ -431,14 +439,14 @@ func testJoinAndRemove(t *testing.T, c *tcluster) {
 		}
 	}
 	n2 := c.node("n2")
-	eventually(t, 10*time.Second, "n2 retires", func() error {
+	eventually(t, waitLong, "n2 retires", func() error {
 		if n2.n().Ready() == nil || len(n2.n().sorted()) > 0 {
 			return errors.New("still serving")
 		}
 		return nil
 	})
 	c.stop(n2)
-	eventually(t, 20*time.Second, "groups without n2, with n4", func() error {
+	eventually(t, waitLong, "groups without n2, with n4", func() error {
 		for id := range 16 {
 			l := c.leaderOf(id)
 			if l == nil {
@@ -471,5 +479,5 @@ func testJoinAndRemove(t *testing.T, c *tcluster) {
 	if r, err := c.nodes[0].n().metaApply(ctxT(t), &metaCommand{Op: metaAddNode, Node: &nodeInfo{ID: "n2", Region: "r2"}}); err != nil || r.Err == "" {
 		t.Fatalf("re-adding n2: %v %+v", err, r)
 	}
-	c.waitConverged(30 * time.Second)
+	c.waitConverged(waitLong)
 }

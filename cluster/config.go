@@ -78,6 +78,10 @@ type Config struct {
 	// DedupeWindow overrides the idempotency window (fsm.DefaultDedupeWindow).
 	// It must be the same on every node.
 	DedupeWindow time.Duration
+	// EventLogSize overrides the events each shard keeps for streaming
+	// consumers (fsm.DefaultEventLogSize; the ring is allocated up front, per
+	// hosted shard).
+	EventLogSize int
 	// Raft, when set, adjusts each shard's raft configuration before it opens
 	// (tuning knobs only: identity, directory, transport and FSM are set by the
 	// node). The meta group gets it with shard = MetaGroup.

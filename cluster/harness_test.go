@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -73,21 +74,28 @@ func splitArgs(s string) (string, string, bool) {
 	return s, "", false
 }
 
-// clusterRaft keeps raft's default timeouts (500ms heartbeat and election,
-// 250ms lease): dozens of multi-node groups in one test process on a small,
-// busy machine need them, or leaders step down for nothing.
-func clusterRaft(_ int, c *raftgroup.Config) {}
+// clusterRaft doubles raft's default timeouts (1s heartbeat and election,
+// 500ms lease) and sends commit-index updates every 250ms: 50-85 multi-node
+// groups share one test process, and on a saturated 2-core machine shorter
+// leases make leaders step down for nothing. A crashed leader is replaced
+// within a few seconds.
+func clusterRaft(_ int, c *raftgroup.Config) {
+	c.HeartbeatTimeout = time.Second
+	c.ElectionTimeout = time.Second
+	c.LeaderLeaseTimeout = 500 * time.Millisecond
+	c.CommitTimeout = 250 * time.Millisecond
+}
 
-func fastGossip(c *memberlist.Config) {
-	c.ProbeInterval = 200 * time.Millisecond
-	c.ProbeTimeout = 100 * time.Millisecond
-	c.SuspicionMult = 2
-	c.IndirectChecks = 1
-	c.GossipInterval = 50 * time.Millisecond
-	c.PushPullInterval = 2 * time.Second
-	c.TCPTimeout = time.Second
-	c.GossipToTheDeadTime = 5 * time.Second
-	c.RetransmitMult = 2
+// testGossip is memberlist's local-network profile, a little faster to spread
+// changes and slower to suspect a busy process.
+func testGossip(c *memberlist.Config) {
+	c.ProbeInterval = 500 * time.Millisecond
+	c.ProbeTimeout = 400 * time.Millisecond
+	c.SuspicionMult = 4
+	c.GossipInterval = 100 * time.Millisecond
+	c.PushPullInterval = 5 * time.Second
+	c.TCPTimeout = 2 * time.Second
+	c.GossipToTheDeadTime = 10 * time.Second
 }
 
 type tcluster struct {
@@ -119,11 +127,6 @@ func newCluster(t *testing.T, n, shards int, regions []string, mod func(*Config)
 	for i := range n {
 		c.addNode(regions[i%len(regions)], n)
 	}
-	var wg sync.WaitGroup
-	for _, tn := range c.nodes {
-		wg.Go(func() { c.start(tn) })
-	}
-	wg.Wait()
 	t.Cleanup(func() {
 		t0 := time.Now()
 		for _, tn := range c.nodes {
@@ -131,35 +134,59 @@ func newCluster(t *testing.T, n, shards int, regions []string, mod func(*Config)
 		}
 		t.Logf("stopped in %s", time.Since(t0))
 	})
+	// The first node's gossip port is the others' seed.
+	c.start(c.nodes[0])
+	var wg sync.WaitGroup
+	for _, tn := range c.nodes[1:] {
+		wg.Go(func() { c.start(tn) })
+	}
+	wg.Wait()
 	t0 := time.Now()
-	c.waitReady(30*time.Second, c.nodes...)
+	c.waitReady(waitLong, c.nodes...)
 	t.Logf("ready after %s", time.Since(t0))
-	c.waitPolicy(30*time.Second, 1)
+	c.waitPolicy(waitLong, 1)
 	t.Logf("policy after %s", time.Since(t0))
 	return c
 }
 
+// waitLong bounds waits for the cluster to settle (elections, catch-up): they
+// return as soon as their condition holds, and a 2-core machine running other
+// suites beside this one can take tens of seconds.
+const waitLong = 90 * time.Second
+
 func (c *tcluster) addNode(region string, expect int) *tnode {
 	id := "n" + strconv.Itoa(len(c.nodes)+1)
 	tn := &tnode{c: c, id: id, region: region, dir: filepath.Join(c.t.TempDir(), id),
-		raftAddr: freeAddr(c.t), apiAddr: freeAddr(c.t), gossipAddr: freeAddr(c.t), expect: expect}
+		raftAddr: "127.0.0.1:0", apiAddr: "127.0.0.1:0", gossipAddr: "127.0.0.1:0", expect: expect}
 	c.nodes = append(c.nodes, tn)
 	return tn
+}
+
+// addrs returns tn's raft, API and gossip addresses (ports chosen at its first
+// start, then kept for restarts).
+func (tn *tnode) addrs() (raft, api, gossip string) {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	return tn.raftAddr, tn.apiAddr, tn.gossipAddr
 }
 
 func (c *tcluster) config(tn *tnode) Config {
 	var join []string
 	for _, o := range c.nodes {
-		if o != tn {
-			join = append(join, o.gossipAddr)
+		if _, _, g := o.addrs(); o != tn && !strings.HasSuffix(g, ":0") {
+			join = append(join, g)
 		}
 	}
+	_, _, gossip := tn.addrs()
 	cfg := Config{
-		NodeID: tn.id, DataDir: tn.dir, RaftAddr: tn.raftAddr, Region: tn.region, Shards: c.shards,
+		NodeID: tn.id, DataDir: tn.dir, Region: tn.region, Shards: c.shards,
 		Policy: clusterPolicy, PolicyFormat: "json", Logger: testLogger(), Raft: clusterRaft,
-		Queries: testQueries, GossipAddr: tn.gossipAddr, Join: join, BootstrapExpect: tn.expect, Replicas: 3,
-		APIAddr: tn.apiAddr, ClusterKey: testClusterKey, Faults: c.rules, Gossip: fastGossip,
+		Queries: testQueries, GossipAddr: gossip, Join: join, BootstrapExpect: tn.expect, Replicas: 3,
+		ClusterKey: testClusterKey, Faults: c.rules, Gossip: testGossip,
 		MaintainInterval: 300 * time.Millisecond, FormSettle: 100 * time.Millisecond,
+		// fsm's default event ring is allocated up front (~28MB a shard): 85
+		// shards in one process would hold gigabytes for nothing.
+		EventLogSize: 1024,
 	}
 	if c.mod != nil {
 		c.mod(&cfg)
@@ -167,44 +194,49 @@ func (c *tcluster) config(tn *tnode) Config {
 	return cfg
 }
 
-// start opens tn's node (on its data dir and ports) and serves its API
-// address.
+// start opens tn's node on its data dir and serves its API address. The test
+// holds the raft and API listeners itself (port 0 at first start, the same
+// ports on restarts), so no other process can take a port between choosing
+// and binding it.
 func (c *tcluster) start(tn *tnode) {
 	c.t.Helper()
+	raftAddr, apiAddr, _ := tn.addrs()
+	ep := faultnet.Endpoint{Node: tn.id, Region: tn.region}
 	var n *Node
+	var apiLn net.Listener
 	var err error
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		// A port just released by a killed node can take a moment to bind.
-		if n, err = Open(c.config(tn)); err == nil || time.Now().After(deadline) {
-			break
+		// A port a killed node just released can take a moment to bind again.
+		var raftLn net.Listener
+		if raftLn, err = net.Listen("tcp", raftAddr); err == nil {
+			if apiLn, err = net.Listen("tcp", apiAddr); err != nil {
+				raftLn.Close()
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		c.t.Fatalf("open %s: %v", tn.id, err)
+		if err == nil {
+			cfg := c.config(tn)
+			cfg.RaftListener = faultnet.NewListener(raftLn, c.rules, ep, nil)
+			cfg.RaftAddr, cfg.APIAddr = raftLn.Addr().String(), apiLn.Addr().String()
+			if n, err = Open(cfg); err == nil {
+				break
+			}
+			apiLn.Close() // Open closed the raft listener
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("open %s: %v", tn.id, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(n.InternalHandler())
 	srv := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
-	var ln net.Listener
-	for {
-		if ln, err = net.Listen("tcp", tn.apiAddr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		n.kill()
-		c.t.Fatalf("listen %s: %v", tn.apiAddr, err)
-	}
-	go func() {
-		_ = srv.Serve(faultnet.NewListener(ln, c.rules, faultnet.Endpoint{Node: tn.id, Region: tn.region}, nil))
-	}()
+	go func() { _ = srv.Serve(faultnet.NewListener(apiLn, c.rules, ep, nil)) }()
 	tn.mu.Lock()
 	tn.node, tn.srv, tn.up = n, srv, true
+	tn.raftAddr, tn.apiAddr, tn.gossipAddr = n.RaftAddr(), apiLn.Addr().String(), n.gossipAddr
 	tn.mu.Unlock()
 }
 
@@ -237,7 +269,9 @@ func (c *tcluster) stop(tn *tnode) {
 
 // restart starts a stopped or killed node again, joining the others.
 func (c *tcluster) restart(tn *tnode) {
+	tn.mu.Lock()
 	tn.expect = 0
+	tn.mu.Unlock()
 	c.start(tn)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strconv"
 	"time"
 
@@ -21,9 +22,11 @@ import (
 //   - policy: a shard behind the map's policy version gets it through its log
 //     (at once when leadership is won, then every MaintainInterval), so every
 //     shard converges on the newest policy even when SetPolicy failed halfway;
-//   - voters: replicas the map places on a shard are added, nodes marked
-//     removed are taken out, and changed raft addresses are updated, all
-//     through the group's log (never by editing files);
+//   - voters: replicas the map places on a shard are added and changed raft
+//     addresses updated (checked first against the placement read through the
+//     meta log, since this node's copy of the map may lag), nodes marked
+//     removed are taken out, all through the group's log (never by editing
+//     files);
 //   - leadership: a leader outside the shard's home region hands leadership to
 //     a home-region replica, and within the home region leadership moves from
 //     a node leading more shards to a replica leading at least two fewer (one
@@ -140,18 +143,36 @@ func (n *Node) fixVoters(s *shard, m *clusterMap) {
 			}
 		}
 	}
+	var add []string
 	for _, r := range m.Placement[s.id].Replicas {
 		addr := n.raftAddrOf(r)
 		srv, ok := conf[r]
-		switch {
-		case addr == "" || r == n.cfg.NodeID:
+		if addr != "" && r != n.cfg.NodeID && ((!ok && n.members.up(r)) || (ok && string(srv.Address) != addr)) {
+			add = append(add, r)
+		}
+	}
+	if len(add) == 0 {
+		return
+	}
+	// This node's copy of the map may lag the meta group: RemoveNode takes a
+	// node out of the map and then out of the group, so a stale map would add
+	// it straight back. Act only on the placement read through the meta log.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fresh, err := n.metaApply(ctx, &metaCommand{Op: metaRead, Shard: s.id})
+	if err != nil || fresh.Err != "" {
+		n.logger.Debug("reading the placement before changing voters", "shard", s.id, "err", err)
+		return
+	}
+	for _, r := range add {
+		if !slices.Contains(fresh.Replicas, r) {
 			continue
-		case !ok && n.members.up(r):
+		}
+		addr := n.raftAddrOf(r)
+		if _, ok := conf[r]; ok {
+			n.logger.Info("updating a replica's raft address", "shard", s.id, "peer", r, "from", conf[r].Address, "to", addr)
+		} else {
 			n.logger.Info("adding a replica the map places on a shard", "shard", s.id, "peer", r)
-		case ok && string(srv.Address) != addr:
-			n.logger.Info("updating a replica's raft address", "shard", s.id, "peer", r, "from", srv.Address, "to", addr)
-		default:
-			continue
 		}
 		if err := s.group.AddVoter(r, addr); err != nil {
 			n.logger.Warn("add voter", "shard", s.id, "peer", r, "err", err)

@@ -108,6 +108,9 @@ const (
 	metaSetReplicas = "set_replicas"
 	metaSetHome     = "set_home"
 	metaSetPolicy   = "set_policy"
+	// metaRead changes nothing: through the log it answers a shard's
+	// placement as of now (a linearizable read of the map).
+	metaRead = "read"
 )
 
 type metaCommand struct {
@@ -122,8 +125,10 @@ type metaCommand struct {
 }
 
 type metaResult struct {
-	Err           string `json:"err,omitempty"`
-	PolicyVersion uint64 `json:"policy_version,omitempty"`
+	Err           string   `json:"err,omitempty"`
+	PolicyVersion uint64   `json:"policy_version,omitempty"`
+	Replicas      []string `json:"replicas,omitempty"` // read
+	Epoch         int      `json:"epoch,omitempty"`    // read
 }
 
 // metaFSM applies meta commands to the cluster map.
@@ -181,6 +186,13 @@ func applyMeta(cur *clusterMap, cmd *metaCommand) (*clusterMap, *metaResult) {
 	}
 	if cur == nil {
 		return fail("%s: the cluster has not formed yet", cmd.Op)
+	}
+	if cmd.Op == metaRead {
+		if cmd.Shard < 0 || cmd.Shard >= len(cur.Placement) {
+			return fail("read: no shard %d", cmd.Shard)
+		}
+		p := cur.Placement[cmd.Shard]
+		return nil, &metaResult{Replicas: slices.Clone(p.Replicas), Epoch: p.Epoch}
 	}
 	next := cur.clone()
 	shardOK := cmd.Shard >= 0 && cmd.Shard < len(next.Placement)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -164,7 +165,6 @@ func TestMuxRaftGroups(t *testing.T) {
 			g, err := raftgroup.Open(raftgroup.Config{
 				ID: fmt.Sprint("n", i), GroupID: fmt.Sprint("g", gid), Dir: filepath.Join(t.TempDir(), fmt.Sprint(gid, "-", i)),
 				Transport: trans, FSM: f, Logger: testLogger(), Bootstrap: true, Peers: peers,
-				HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -173,28 +173,42 @@ func TestMuxRaftGroups(t *testing.T) {
 			groups[gid] = append(groups[gid], member{f, g})
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for gid, ms := range groups {
-		var leader *raftgroup.Group
-		waitFor(t, 15*time.Second, fmt.Sprint("a leader of group ", gid), func() string {
-			for _, m := range ms {
-				if m.g.IsLeader() {
-					leader = m.g
-					return ""
-				}
-			}
-			return "none"
-		})
+		// Leadership can move under a loaded machine: every command carries a
+		// request id, so one sent again after an unknown outcome applies once.
+		seq := 0
 		apply := func(c *fsm.Command) {
 			t.Helper()
+			seq++
+			c.RequestID = fmt.Sprint("g", gid, "-", seq)
 			data, err := fsm.EncodeCommand(c)
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := leader.Apply(ctx, data)
-			if err != nil || r.(*fsm.Result).Err != nil {
-				t.Fatalf("group %d: %v %+v", gid, err, r)
+			for {
+				var leader *raftgroup.Group
+				waitFor(t, 30*time.Second, fmt.Sprint("a leader of group ", gid), func() string {
+					for _, m := range ms {
+						if m.g.IsLeader() {
+							leader = m.g
+							return ""
+						}
+					}
+					return "none"
+				})
+				r, err := leader.Apply(ctx, data)
+				if errors.Is(err, raftgroup.ErrNotApplied) || errors.Is(err, raftgroup.ErrUnknownOutcome) {
+					if ctx.Err() != nil {
+						t.Fatalf("group %d: %v", gid, err)
+					}
+					continue
+				}
+				if err != nil || r.(*fsm.Result).Err != nil {
+					t.Fatalf("group %d: %v %+v", gid, err, r)
+				}
+				return
 			}
 		}
 		apply(&fsm.Command{SetPolicy: &fsm.PolicyOp{Text: testPolicy, Format: "json", Version: 1}})
@@ -204,7 +218,7 @@ func TestMuxRaftGroups(t *testing.T) {
 		}
 	}
 	for gid, ms := range groups {
-		waitFor(t, 15*time.Second, fmt.Sprint("group ", gid, " to converge"), func() string {
+		waitFor(t, time.Minute, fmt.Sprint("group ", gid, " to converge"), func() string {
 			h := ms[0].f.StateHash()
 			for i, m := range ms {
 				if m.f.Info().Customers != 1 || m.f.StateHash() != h {

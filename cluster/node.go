@@ -250,7 +250,7 @@ func (n *Node) hosted(id int) *shard {
 // configuration when the directory has none: peers (nil: this node alone).
 func (n *Node) openShard(id int, bootstrap bool, peers []raft.Server) (*shard, error) {
 	dir := filepath.Join(n.cfg.DataDir, "shards", strconv.Itoa(id))
-	f := fsm.New(fsm.Options{Shard: id, DedupeWindow: n.cfg.DedupeWindow, Logger: n.logger})
+	f := fsm.New(fsm.Options{Shard: id, DedupeWindow: n.cfg.DedupeWindow, EventLogSize: n.cfg.EventLogSize, Logger: n.logger})
 	layer, err := n.mux.Layer(uint16(id))
 	if err != nil {
 		return nil, err
@@ -425,6 +425,11 @@ func (n *Node) newRequestID() string {
 // wrapping ErrUnavailable and ErrUnknownOutcome when an earlier attempt may
 // still commit.
 func (n *Node) applyShard(ctx context.Context, s *shard, cmd *fsm.Command) (*fsm.Result, error) {
+	if cmd.SetPolicy == nil {
+		if err := n.ensurePolicy(ctx, s); err != nil {
+			return nil, err
+		}
+	}
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -752,4 +757,31 @@ func otherVoters(g *raftgroup.Group) bool {
 		}
 	}
 	return false
+}
+
+// ensurePolicy brings s, which this node leads, up to the cluster map's
+// policy before it decides or reads: a shard whose leadership was just won (or
+// just formed) can lag the map until maintenance catches it up, and a call in
+// that window would otherwise be refused with "no policy yet" or decided under
+// the older policy. The policy goes through the shard's log under the same
+// request id maintenance uses, so racing catch-ups apply once. A follower does
+// nothing here: the call is routed to the leader, which does this itself.
+func (n *Node) ensurePolicy(ctx context.Context, s *shard) error {
+	if !n.cluster {
+		return nil
+	}
+	m := n.view()
+	if m == nil || m.Policy.Version == 0 || s.fsm.Info().PolicyVersion >= m.Policy.Version || !s.group.IsLeader() {
+		return nil
+	}
+	p := m.Policy
+	res, err := n.applyShard(ctx, s, &fsm.Command{RequestID: policyRequestID(p.Version),
+		SetPolicy: &fsm.PolicyOp{Text: p.Text, Format: p.Format, Version: p.Version}})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil && res.Err.Code != fsm.CodeFailedPrecondition {
+		n.logger.Error("policy catch-up refused", "shard", s.id, "version", p.Version, "err", res.Err)
+	}
+	return nil
 }

@@ -106,6 +106,9 @@ func (n *Node) queryShard(ctx context.Context, s *shard, stale bool, fn QueryFun
 		if err := n.linearize(ctx, s); err != nil {
 			return Answer{}, err
 		}
+		if err := n.ensurePolicy(ctx, s); err != nil {
+			return Answer{}, err
+		}
 	}
 	for {
 		before := s.fsm.Info().PolicyVersion
@@ -347,9 +350,11 @@ func (n *Node) target(id int, skip map[string]bool) (string, bool) {
 			return string(lid), false
 		}
 	}
-	usable := func(node string) bool {
-		return node != "" && node != me && !skip[node] && n.members != nil && n.members.up(node)
-	}
+	// Gossip's view of who is up only orders the candidates: a busy node can
+	// look dead to memberlist for a while and still answer, and a node that
+	// does not answer is skipped for this call anyway.
+	usable := func(node string) bool { return node != "" && node != me && !skip[node] }
+	up := func(node string) bool { return n.members != nil && n.members.up(node) }
 	if h, ok := n.hints.Load(id); ok && usable(h.(string)) {
 		return h.(string), false
 	}
@@ -361,9 +366,11 @@ func (n *Node) target(id int, skip map[string]bool) (string, bool) {
 		}
 	}
 	if m := n.view(); m != nil && id < len(m.Placement) {
-		for _, r := range m.Placement[id].Replicas {
-			if usable(r) {
-				return r, false
+		for _, wantUp := range []bool{true, false} {
+			for _, r := range m.Placement[id].Replicas {
+				if usable(r) && up(r) == wantUp {
+					return r, false
+				}
 			}
 		}
 	}

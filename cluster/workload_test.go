@@ -103,7 +103,7 @@ func (w *workload) client(ctx context.Context, id, home int) {
 		if !ok {
 			return
 		}
-		octx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		octx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if rng.IntN(5) == 0 {
 			done := w.rec.Call(id, linearize.Read(cus))
 			v, _, err := meter(octx, tn.n(), cus, cus, "calls", false)
