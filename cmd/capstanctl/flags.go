@@ -109,6 +109,13 @@ func isBoolFlag(f *flag.Flag) bool {
 	return ok && b.IsBoolFlag()
 }
 
+// flagSet says whether the command line gave flag name to fs.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // routingKeyUsage is --routing-key on every customer-scoped verb.
 const routingKeyUsage = "`key` that picks the customer's shard (default: the customer id); customers that reference each other share one"
 
@@ -145,6 +152,29 @@ func (m mapFlag) Set(v string) error {
 		return fmt.Errorf("want key=value, got %q", v)
 	}
 	m[k] = val
+	return nil
+}
+
+// shardFlag is --shard: a shard number, and whether one was given (0 is a
+// shard, so the zero value cannot mean "not given").
+type shardFlag struct {
+	n   uint32
+	set bool
+}
+
+func (f *shardFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return strconv.FormatUint(uint64(f.n), 10)
+}
+
+func (f *shardFlag) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return fmt.Errorf("want a shard number (0, 1, ...), got %q", s)
+	}
+	f.n, f.set = uint32(v), true
 	return nil
 }
 

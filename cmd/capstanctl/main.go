@@ -33,8 +33,11 @@ type globals struct {
 	apiKey  string
 	output  string
 	timeout time.Duration
-	stdout  io.Writer
-	stderr  io.Writer
+	// timeoutSet: --timeout was given before the command (a verb's own
+	// FlagSet knows whether it was given after it).
+	timeoutSet bool
+	stdout     io.Writer
+	stderr     io.Writer
 
 	api *api // built on first use by g.client()
 }
@@ -108,6 +111,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "see capstanctl help")
 		return 2
 	}
+	g.timeoutSet = flagSet(fs, "timeout")
 	args := fs.Args()
 	if len(args) == 0 {
 		printUsage(stderr, fs)
