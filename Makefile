@@ -11,7 +11,7 @@ BUF_VERSION                  := v1.75.0
 PROTOC_GEN_GO_VERSION        := v1.36.12
 PROTOC_GEN_CONNECT_GO_VERSION := v1.19.1
 
-.PHONY: all build run test test-cluster test-short vet conformance generate generate-check tools bench e2e image cluster-up cluster-down clean
+.PHONY: all build run test test-cluster test-short vet conformance generate generate-check tools bench bench-deps e2e image cluster-up cluster-down clean
 
 all: build
 
@@ -62,8 +62,22 @@ generate-check: generate
 	git diff --exit-code -- internal/gen
 
 ## bench: the short default bench suite (writes bench/results/)
-bench: build
+bench: build bench-deps
 	$(BIN)/capstan-bench -suite short -out bench/results
+
+## bench-deps: the Redis and etcd servers behind the bench baselines (Debian's
+## redis-server and etcd-server; needs root). Without them those targets are
+## reported "not available" and the rest of the suite still runs.
+bench-deps:
+	@if command -v redis-server >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1; then \
+	  echo "bench-deps: redis-server and etcd already installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "bench-deps: installing redis-server and etcd-server (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server etcd-server >/dev/null) \
+	    || echo "bench-deps: apt-get failed; the redis and etcd baselines will be reported not available" >&2; \
+	else \
+	  echo "bench-deps: not root or no apt-get; install redis-server and etcd-server by hand for the baselines" >&2; \
+	fi
 
 ## e2e: docker-compose fault-injection suite (needs a Docker engine; under 15 minutes;
 ## a failed check leaves the history, visualisation and node logs in e2e/out/)
