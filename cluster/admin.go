@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/capstanhq/capstan/fsm"
 	clusterv1 "github.com/capstanhq/capstan/internal/gen/capstan/cluster/v1"
 )
 
@@ -38,11 +40,16 @@ type ShardStatus struct {
 	StateHash string
 	HashIndex uint64
 	Home      string // the region leadership prefers
-	Replicas  []ReplicaStatus
+	// Replicas are the nodes the cluster map places the shard on (its
+	// placement, not a raft configuration), each as its node reports it; while
+	// RemoveNode moves a replica they can differ from the shard's raft voters
+	// for a moment.
+	Replicas []ReplicaStatus
 }
 
 // ReplicaStatus is one replica as its node reports it; State "unreachable"
-// when the node did not answer.
+// when the node did not answer, "not open" when it answered without hosting
+// the shard.
 type ReplicaStatus struct {
 	NodeID, Region, State string
 	AppliedIndex          uint64
@@ -261,7 +268,7 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 		case id == n.cfg.NodeID:
 			mem.State = StateAlive
 			if n.retired.Load() {
-				mem.State = StateLeft
+				mem.State = StateRemoved
 			}
 			mem.Region, mem.APIAddr, mem.RaftAddr, mem.GossipAddr = n.cfg.Region, n.cfg.APIAddr, n.RaftAddr(), n.gossipAddr
 			for _, s := range n.sorted() {
@@ -270,7 +277,7 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 				}
 			}
 		case m != nil && m.Nodes[id] != nil && m.Nodes[id].Removed:
-			mem.State = StateLeft
+			mem.State = StateRemoved
 		case known:
 			mem.State = n.members.state(&st, len(states)+1)
 			if st.meta.API != "" {
@@ -292,8 +299,10 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 }
 
 // TransferLeadership hands shard's leadership to node to (a voter of it), or
-// to the most up-to-date other voter when to is empty, and returns the new
-// leader.
+// to the most up-to-date other voter when to is empty, and returns the leader
+// the old leader knew once raft confirmed the hand-over ("" when none yet; see
+// leaderAfterTransfer). The node that takes over holds leadership for
+// Config.TransferHold before its balancer may move it (see leadershipHold).
 func (n *Node) TransferLeadership(ctx context.Context, shard int, to string) (string, error) {
 	if shard < 0 || shard >= n.Shards() {
 		return "", invalidCommand("shard", "no shard %d (the cluster has %d)", shard, n.Shards())
@@ -305,7 +314,8 @@ func (n *Node) TransferLeadership(ctx context.Context, shard int, to string) (st
 }
 
 // SetShardHome sets the region shard's leadership prefers; the leader
-// balancer moves leadership there.
+// balancer moves leadership there. The region must be one a member of the
+// cluster is in (removed nodes aside).
 func (n *Node) SetShardHome(ctx context.Context, shard int, region string) error {
 	if !n.cluster {
 		return invalidCommand("", "home regions need a cluster")
@@ -315,6 +325,12 @@ func (n *Node) SetShardHome(ctx context.Context, shard int, region string) error
 	}
 	if region == "" {
 		return invalidCommand("region", "a region is required")
+	}
+	if n.view() == nil {
+		return fmt.Errorf("%w: not joined a cluster yet", ErrUnavailable)
+	}
+	if known := n.knownRegions(); !slices.Contains(known, region) {
+		return invalidCommand("region", "no node in region %q; known regions: %s", region, strings.Join(known, ", "))
 	}
 	res, err := n.metaApply(ctx, &metaCommand{Op: metaSetHome, Shard: shard, Region: region})
 	if err != nil {
@@ -326,6 +342,107 @@ func (n *Node) SetShardHome(ctx context.Context, shard int, region string) error
 	return nil
 }
 
+// knownRegions are the regions of the cluster's members, sorted: the nodes
+// the map knows (removed ones aside), up or not, and those gossip knows that
+// the map does not know yet.
+func (n *Node) knownRegions() []string {
+	set := map[string]bool{}
+	m := n.view()
+	if m != nil {
+		for _, ni := range m.liveNodes() {
+			set[ni.Region] = true
+		}
+	}
+	if !n.retired.Load() {
+		set[n.cfg.Region] = true
+	}
+	if n.members != nil {
+		for id, st := range n.members.snapshot() {
+			if m != nil && m.Nodes[id] != nil {
+				continue // the map says (also whether it was removed)
+			}
+			if st.meta.Region != "" {
+				set[st.meta.Region] = true
+			}
+		}
+	}
+	delete(set, "")
+	return sortedKeys(set)
+}
+
+// refused is a request the cluster's state does not allow now
+// (FAILED_PRECONDITION at the edge).
+func refused(format string, args ...any) *fsm.Error {
+	return &fsm.Error{Code: fsm.CodeFailedPrecondition, Message: fmt.Sprintf(format, args...)}
+}
+
+// removalStepErr is the error of one RemoveNode step as its caller can act on
+// it: a refusal by the cluster is FAILED_PRECONDITION (and a Connect error
+// from another node keeps its code), each naming the step; no leader or
+// quorum within the deadline is ErrUnavailable (UNAVAILABLE, also for a
+// timeout), saying the removal may be partial. Anything else stays as it is.
+func removalStepErr(step string, err error) error {
+	var fe *fsm.Error
+	var ce *connect.Error
+	switch {
+	case errors.As(err, &fe):
+		return refused("%s: %s", step, fe.Message)
+	case errors.As(err, &ce):
+		return connect.NewError(ce.Code(), fmt.Errorf("%s: %s", step, ce.Message()))
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotLeader), errors.Is(err, ErrUnknownOutcome),
+		errors.Is(err, ErrClosed), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// %v, not %w: the cause's ErrUnknownOutcome or deadline must not
+		// decide the code (RemoveNode is safe to call again, without a key).
+		return fmt.Errorf("%w: %s: %v (the removal may be partial: call RemoveNode again)", ErrUnavailable, step, err)
+	}
+	return fmt.Errorf("%s: %w", step, err)
+}
+
+// removalRefused says why the cluster cannot lose node id now (nil when it
+// can): it is the cluster's last node (no node would be left to take its
+// replicas or run the meta group), or it holds a shard's only replica and no
+// node that is up can take it. (The only replica moves by adding its
+// replacement first, which must then be up to commit that change.)
+func removalRefused(m *clusterMap, id string, up func(string) bool) error {
+	if m.Nodes[id].Removed {
+		return nil // finishing an earlier removal
+	}
+	if !slices.ContainsFunc(m.liveNodes(), func(ni *nodeInfo) bool { return ni.ID != id }) {
+		return refused("node %s is the cluster's last node: no other node could take its replicas (stop it instead)", id)
+	}
+	for sid, p := range m.Placement {
+		if len(p.Replicas) != 1 || p.Replicas[0] != id {
+			continue
+		}
+		if repl := replacementFor(m, sid, id, up); repl == "" || !up(repl) {
+			return refused("node %s holds the only replica of shard %d and no node that is up can take it", id, sid)
+		}
+	}
+	return nil
+}
+
+// waitHosted waits until node has opened its replica of shard (asking it
+// every 100ms), or ctx ends (ErrUnavailable).
+func (n *Node) waitHosted(ctx context.Context, node string, shard int) error {
+	for {
+		if node == n.cfg.NodeID {
+			if n.hosted(shard) != nil {
+				return nil
+			}
+		} else if c, err := n.fwd.client(node); err == nil {
+			cctx, cancel := context.WithTimeout(ctx, statusTimeout)
+			resp, err := c.NodeStatus(cctx, connect.NewRequest(&clusterv1.NodeStatusRequest{}))
+			cancel()
+			if err == nil && slices.ContainsFunc(resp.Msg.Replicas, func(r *clusterv1.Replica) bool { return int(r.Shard) == shard }) {
+				return nil
+			}
+		}
+		if err := n.pause(ctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("%w: %s has not opened shard %d: %w", ErrUnavailable, node, shard, err)
+		}
+	}
+}
+
 // RemoveNode takes node id out of the cluster, through raft: for every shard
 // it holds a replica of, the map places a replacement (a node up, preferring
 // regions the shard lacks) and the shard's leader removes id and adds the
@@ -333,6 +450,9 @@ func (n *Node) SetShardHome(ctx context.Context, shard int, region string) error
 // marked removed in the map (it may not rejoin under that id), and is told to
 // leave gossip. It answers the shards id was in and their replacements ("" when
 // no node could take the replica). Safe to call again after a partial failure.
+// Errors: *fsm.Error InvalidArgument for an unknown id, FailedPrecondition
+// when the cluster refuses (see removalRefused, removalStepErr);
+// ErrUnavailable when no leader answered in time.
 func (n *Node) RemoveNode(ctx context.Context, id string) (shards []int, replacements map[int]string, err error) {
 	if !n.cluster {
 		return nil, nil, invalidCommand("node_id", "a standalone node has no other nodes")
@@ -343,6 +463,9 @@ func (n *Node) RemoveNode(ctx context.Context, id string) (shards []int, replace
 	}
 	if m.Nodes[id] == nil {
 		return nil, nil, invalidCommand("node_id", "unknown node %q", id)
+	}
+	if err := removalRefused(m, id, n.members.up); err != nil {
+		return nil, nil, err
 	}
 	replacements = map[int]string{}
 	for sid := range m.Placement {
@@ -358,16 +481,41 @@ func (n *Node) RemoveNode(ctx context.Context, id string) (shards []int, replace
 		}
 		// The map first, so no leader's housekeeping adds id back meanwhile.
 		if res, err := n.metaApply(ctx, &metaCommand{Op: metaSetReplicas, Shard: sid, Replicas: next}); err != nil {
-			return shards, replacements, fmt.Errorf("shard %d: %w", sid, err)
+			return shards, replacements, removalStepErr(fmt.Sprintf("shard %d: updating the cluster map", sid), err)
 		} else if res.Err != "" {
-			return shards, replacements, fmt.Errorf("shard %d: %s", sid, res.Err)
+			return shards, replacements, refused("shard %d: the cluster map refused replicas %v: %s", sid, next, res.Err)
 		}
-		if _, err := n.shardOp(ctx, sid, clusterv1.ShardOp_SHARD_OP_REMOVE_SERVER, id, ""); err != nil {
-			return shards, replacements, fmt.Errorf("shard %d: remove %s: %w", sid, id, err)
+		remove := func() error {
+			if _, err := n.shardOp(ctx, sid, clusterv1.ShardOp_SHARD_OP_REMOVE_SERVER, id, ""); err != nil {
+				return removalStepErr(fmt.Sprintf("shard %d: removing %s from its raft group", sid, id), err)
+			}
+			return nil
 		}
-		if repl != "" {
+		add := func() error {
+			if repl == "" {
+				return nil
+			}
+			// A voter the group cannot reach counts against its quorum (and
+			// a leader that cannot reach a quorum steps down): add it once it
+			// has opened its replica, which it does on seeing the map.
+			if err := n.waitHosted(ctx, repl, sid); err != nil {
+				return removalStepErr(fmt.Sprintf("shard %d: waiting for %s to open its replica", sid, repl), err)
+			}
 			if _, err := n.shardOp(ctx, sid, clusterv1.ShardOp_SHARD_OP_ADD_VOTER, repl, n.raftAddrOf(repl)); err != nil {
-				return shards, replacements, fmt.Errorf("shard %d: add %s: %w", sid, repl, err)
+				return removalStepErr(fmt.Sprintf("shard %d: adding %s to its raft group", sid, repl), err)
+			}
+			return nil
+		}
+		// Removing first keeps the quorum small when id is down (the usual
+		// case); a shard's only replica needs its replacement first, since a
+		// raft group cannot lose its last voter.
+		steps := []func() error{remove, add}
+		if len(p.Replicas) == 1 {
+			steps = []func() error{add, remove}
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return shards, replacements, err
 			}
 		}
 		shards = append(shards, sid)
@@ -375,9 +523,9 @@ func (n *Node) RemoveNode(ctx context.Context, id string) (shards []int, replace
 		n.logger.Info("replica moved off a removed node", "shard", sid, "removed", id, "replacement", repl)
 	}
 	if res, err := n.metaApply(ctx, &metaCommand{Op: metaRemoveNode, NodeID: id}); err != nil {
-		return shards, replacements, err
+		return shards, replacements, removalStepErr("marking the node removed in the cluster map", err)
 	} else if res.Err != "" {
-		return shards, replacements, fmt.Errorf("%s", res.Err)
+		return shards, replacements, refused("the cluster map refused to mark %s removed: %s", id, res.Err)
 	}
 	if _, err := n.shardOp(ctx, MetaGroup, clusterv1.ShardOp_SHARD_OP_REMOVE_SERVER, id, ""); err != nil {
 		n.logger.Warn("removing the node from the meta group (the meta leader retries)", "peer", id, "err", err)

@@ -138,8 +138,9 @@ func testForms(t *testing.T, c *tcluster) {
 }
 
 // testTransferAndBalance: TransferLeadership from any node
-// moves a shard's leader where asked; the balancer then brings leadership back
-// to the shard's home region; a graceful stop hands leadership away first.
+// moves a shard's leader where asked; once the transfer hold ends the
+// balancer brings leadership back to the shard's home region; a graceful stop
+// hands leadership away first.
 func testTransferAndBalance(t *testing.T, c *tcluster) {
 	m := c.nodes[0].n().view()
 	// Leadership settles in each shard's home region.
@@ -471,8 +472,8 @@ func testJoinAndRemove(t *testing.T, c *tcluster) {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if m.NodeID == "n2" && m.State != StateLeft {
-			t.Fatalf("n2 is %s, want left", m.State)
+		if m.NodeID == "n2" && m.State != StateRemoved {
+			t.Fatalf("n2 is %s, want removed", m.State)
 		}
 	}
 	// Removed means removed: n2 cannot come back under its id.

@@ -33,6 +33,10 @@ const (
 	// DefaultMaintainInterval spaces the leader's housekeeping of its shards
 	// (policy catch-up, voter addresses, leadership balance).
 	DefaultMaintainInterval = 2 * time.Second
+	// DefaultTransferHold is how long a node that received a shard's
+	// leadership through an operator's TransferLeadership keeps it before its
+	// leader balancer may move it again.
+	DefaultTransferHold = time.Minute
 	// maxNodeIDLength keeps node ids usable as faultnet labels, raft ids and
 	// memberlist names (whose node meta is bounded).
 	maxNodeIDLength = 64
@@ -128,6 +132,10 @@ type Config struct {
 	UnsafeStaleAllow bool
 	// MaintainInterval, default DefaultMaintainInterval.
 	MaintainInterval time.Duration
+	// TransferHold, default DefaultTransferHold: after an operator's
+	// TransferLeadership the new leader's balancer leaves the shard where it
+	// is for this long (unless its home region changes meanwhile).
+	TransferHold time.Duration
 	// Gossip, when set, adjusts the memberlist configuration (tests use faster
 	// probes). Name, addresses, delegates and logger are set by the node.
 	Gossip func(c *memberlist.Config)
@@ -160,6 +168,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaintainInterval <= 0 {
 		c.MaintainInterval = DefaultMaintainInterval
+	}
+	if c.TransferHold <= 0 {
+		c.TransferHold = DefaultTransferHold
 	}
 	if c.FormSettle <= 0 {
 		c.FormSettle = time.Second

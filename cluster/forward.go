@@ -242,10 +242,18 @@ func (h forwardServer) MetaApply(ctx context.Context, req *connect.Request[clust
 func (h forwardServer) ShardOp(ctx context.Context, req *connect.Request[clusterv1.ShardOpRequest]) (*connect.Response[clusterv1.ShardOpResponse], error) {
 	n, m := h.n, req.Msg
 	out := &clusterv1.ShardOpResponse{}
+	if m.Op == clusterv1.ShardOp_SHARD_OP_HOLD_LEADERSHIP {
+		// Asked of a voter, not the leader (see leadershipHold).
+		if g := int(m.Group); g < MetaGroup && n.hosted(g) != nil {
+			n.holdLeadership(g, m.Term)
+		}
+		out.Outcome = clusterv1.Outcome_OUTCOME_OK
+		return connect.NewResponse(out), nil
+	}
 	leader, err := n.shardOpLocal(ctx, int(m.Group), m.Op, m.NodeId, m.Address)
 	out.LeaderId = leader
 	if err != nil {
-		out.Outcome, _ = outcomeOf(err)
+		out.Outcome, out.Error = outcomeOf(err)
 		out.Message = err.Error()
 		var fe *fsm.Error
 		if errors.As(err, &fe) {

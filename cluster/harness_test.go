@@ -184,6 +184,9 @@ func (c *tcluster) config(tn *tnode) Config {
 		Queries: testQueries, GossipAddr: gossip, Join: join, BootstrapExpect: tn.expect, Replicas: 3,
 		ClusterKey: testClusterKey, Faults: c.rules, Gossip: testGossip,
 		MaintainInterval: 300 * time.Millisecond, FormSettle: 100 * time.Millisecond,
+		// Short, so tests see the balancer take over after an explicit
+		// transfer without waiting out the default minute.
+		TransferHold: 2 * time.Second,
 		// fsm's default event ring is allocated up front (~28MB a shard): 85
 		// shards in one process would hold gigabytes for nothing.
 		EventLogSize: 1024,

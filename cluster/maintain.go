@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -31,7 +32,8 @@ import (
 //     a home-region replica, and within the home region leadership moves from
 //     a node leading more shards to a replica leading at least two fewer (one
 //     transfer per node per interval, so the balance settles without
-//     thrashing).
+//     thrashing), except on shards whose leadership is on hold after an
+//     operator's explicit transfer (see leadershipHold).
 
 // leadershipLoop notices which shards this node leads (every 100ms), gossips
 // the set and catches newly led shards up with the policy.
@@ -201,6 +203,9 @@ func (n *Node) balance(m *clusterMap) {
 	leads[me] = len(mine)
 	for _, s := range mine {
 		home := m.Placement[s.id].Home
+		if n.held(s, home) {
+			continue
+		}
 		best := ""
 		for _, r := range n.voters(s) {
 			ni := m.Nodes[r]
@@ -220,6 +225,111 @@ func (n *Node) balance(m *clusterMap) {
 			n.logger.Debug("leadership transfer", "shard", s.id, "to", best, "err", err)
 		}
 		return
+	}
+}
+
+// leadershipHold keeps an operator's TransferLeadership from being undone at
+// once: without it the new leader's balancer would move a shard taken out of
+// its home region straight back (within one MaintainInterval, sometimes
+// before the old leader even saw the new one). Just before the transfer the
+// old leader asks the target (every other voter that is up when raft picks
+// the target) to hold the shard; a voter that then leads it in a term up to
+// the one the transfer's election starts leaves it where it is for
+// Config.TransferHold, unless the shard's home region changes meanwhile
+// (SetShardHome is the newer intent). A hold only pauses the balancer:
+// draining on shutdown and elections move leadership as usual, and
+// leadership won later in another term is not held.
+type leadershipHold struct {
+	term  uint64    // leadership won in a term up to this one is held
+	until time.Time // then the balancer takes over again
+	home  string    // the shard's home region when the hold was asked
+}
+
+// holdLeadership records a hold on shard id (see leadershipHold).
+func (n *Node) holdLeadership(id int, term uint64) {
+	home := ""
+	if m := n.view(); m != nil && id >= 0 && id < len(m.Placement) {
+		home = m.Placement[id].Home
+	}
+	n.holds.Store(id, leadershipHold{term: term, until: time.Now().Add(n.cfg.TransferHold), home: home})
+	n.logger.Info("holding leadership after an explicit transfer", "shard", id, "term", term, "for", n.cfg.TransferHold)
+}
+
+// held reports whether the balancer must leave s, which this node leads,
+// alone (home: the shard's home region now); it forgets a hold that ended.
+func (n *Node) held(s *shard, home string) bool {
+	v, ok := n.holds.Load(s.id)
+	if !ok {
+		return false
+	}
+	h := v.(leadershipHold)
+	if time.Now().Before(h.until) && h.home == home && s.group.Raft.CurrentTerm() <= h.term {
+		return true
+	}
+	n.holds.CompareAndDelete(s.id, v)
+	return false
+}
+
+// holdAskTimeout bounds the wait for each voter's answer to askHold.
+const holdAskTimeout = time.Second
+
+// askHold asks voters to hold shard id's leadership should they win it in a
+// term up to term: best effort, in parallel, each answer within
+// holdAskTimeout. A voter that does not answer is only logged (the transfer
+// goes ahead; its balancer may then move leadership back early).
+func (n *Node) askHold(ctx context.Context, id int, voters []string, term uint64) {
+	var wg sync.WaitGroup
+	for _, v := range voters {
+		if n.members != nil && !n.members.up(v) {
+			continue // down: it cannot win the election
+		}
+		wg.Go(func() {
+			err := func() error {
+				c, err := n.fwd.client(v)
+				if err != nil {
+					return err
+				}
+				cctx, cancel := context.WithTimeout(ctx, holdAskTimeout)
+				defer cancel()
+				resp, err := c.ShardOp(cctx, connect.NewRequest(&clusterv1.ShardOpRequest{
+					Group: uint32(id), Op: clusterv1.ShardOp_SHARD_OP_HOLD_LEADERSHIP, Term: term}))
+				if err != nil {
+					return err
+				}
+				if resp.Msg.Outcome != clusterv1.Outcome_OUTCOME_OK {
+					return fmt.Errorf("%s: %s", resp.Msg.Outcome, resp.Msg.Message)
+				}
+				return nil
+			}()
+			if err != nil {
+				n.logger.Warn("asking a voter to hold leadership after a transfer (its balancer may move leadership back early)",
+					"shard", id, "peer", v, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// transferSettle bounds how long a completed leadership transfer waits to
+// hear who leads now.
+const transferSettle = time.Second
+
+// leaderAfterTransfer is the leader g knows after a transfer that raft
+// confirmed (this node stepped down in a term after term0): the first leader
+// heard of within transferSettle, possibly this node again if leadership came
+// straight back in a later term; "" when none was heard of. It never waits
+// for a leader other than itself to show up: one that hands leadership
+// straight back may never be seen from here.
+func (n *Node) leaderAfterTransfer(ctx context.Context, g *raftgroup.Group, term0 uint64) string {
+	wctx, cancel := context.WithTimeout(ctx, transferSettle)
+	defer cancel()
+	for {
+		if _, lid := g.Leader(); lid != "" && (string(lid) != g.ID() || g.Raft.CurrentTerm() > term0) {
+			return string(lid)
+		}
+		if n.pause(wctx, 5*time.Millisecond) != nil {
+			return ""
+		}
 	}
 }
 
@@ -278,28 +388,44 @@ func (n *Node) shardOpLocal(ctx context.Context, id int, op clusterv1.ShardOp, n
 		return string(lid), fmt.Errorf("group %d: %w", id, ErrNotLeader)
 	}
 	var err error
+	var term0 uint64 // the term before a leadership transfer
 	switch op {
 	case clusterv1.ShardOp_SHARD_OP_TRANSFER_LEADERSHIP:
 		if node == g.ID() {
 			return node, nil
 		}
-		if node != "" {
-			addr = ""
-			f := g.Raft.GetConfiguration()
-			if f.Error() == nil {
-				for _, srv := range f.Configuration().Servers {
-					if string(srv.ID) == node && srv.Suffrage == raft.Voter {
+		var others []string
+		addr = ""
+		f := g.Raft.GetConfiguration()
+		if f.Error() == nil {
+			for _, srv := range f.Configuration().Servers {
+				if srv.Suffrage == raft.Voter && string(srv.ID) != g.ID() {
+					others = append(others, string(srv.ID))
+					if string(srv.ID) == node {
 						addr = string(srv.Address)
 					}
 				}
 			}
-			if addr == "" {
-				return g.ID(), invalidCommand("to_node", "%s is not a voter of group %d", node, id)
-			}
-		} else if !otherVoters(g) {
+		}
+		switch {
+		case node != "" && addr == "":
+			return g.ID(), invalidCommand("to_node", "%s is not a voter of group %d", node, id)
+		case len(others) == 0:
 			return g.ID(), invalidCommand("shard", "group %d has no other voter to hand leadership to", id)
+		case node != "":
+			others = []string{node}
+		}
+		term0 = g.Raft.CurrentTerm()
+		if n.cluster && id != MetaGroup {
+			n.askHold(ctx, id, others, term0+1)
 		}
 		err = g.TransferLeadership(node, addr)
+		if err != nil && g.Raft.CurrentTerm() > term0 {
+			// Raft's wait for this node to step down ran out, but a later term
+			// began: the transfer's election happened.
+			n.logger.Debug("leadership transfer", "group", id, "err", err, "term", g.Raft.CurrentTerm())
+			err = nil
+		}
 	case clusterv1.ShardOp_SHARD_OP_ADD_VOTER:
 		if addr == "" {
 			addr = n.raftAddrOf(node)
@@ -321,14 +447,9 @@ func (n *Node) shardOpLocal(ctx context.Context, id int, op clusterv1.ShardOp, n
 	if op != clusterv1.ShardOp_SHARD_OP_TRANSFER_LEADERSHIP {
 		return g.ID(), nil
 	}
-	for {
-		if _, lid := g.Leader(); lid != "" && string(lid) != g.ID() {
-			return string(lid), nil
-		}
-		if err := n.pause(ctx, 10*time.Millisecond); err != nil {
-			return "", fmt.Errorf("group %d: %w: no new leader seen: %w", id, ErrUnavailable, err)
-		}
-	}
+	// Raft confirmed the hand-over: answer now, with whoever leads as far as
+	// this node knows (see leaderAfterTransfer).
+	return n.leaderAfterTransfer(ctx, g, term0), nil
 }
 
 // shardOp runs a leadership or voter change on group id's leader, wherever it
@@ -359,7 +480,10 @@ func (n *Node) shardOp(ctx context.Context, id int, op clusterv1.ShardOp, node, 
 			leader = m.LeaderId
 			return true, "", nil
 		case clusterv1.Outcome_OUTCOME_ERROR:
-			return false, "", invalidCommand("", "%s", m.Message)
+			if m.Error == nil { // a node from before ShardOpResponse.error
+				return false, "", invalidCommand("", "%s", m.Message)
+			}
+			return false, "", remoteError(m.Outcome, m.Error, m.Message)
 		}
 		return false, m.LeaderId, outcomeError(m.Outcome, nil, m.Message)
 	})

@@ -22,12 +22,16 @@ import (
 // which replica is decided by the meta raft group, and who leads a shard by
 // that shard's raft group; gossip only tells nodes where to look first.
 
-// Member states, as AdminService.Members reports them.
+// Member states, as AdminService.Members reports them: alive, suspect and dead
+// are gossip's view from the answering node; left is a node that shut down
+// gracefully (it may come back); removed is a node RemoveNode took out of the
+// cluster (the map says so; it cannot rejoin under its id).
 const (
 	StateAlive   = "alive"
 	StateSuspect = "suspect"
 	StateDead    = "dead"
 	StateLeft    = "left"
+	StateRemoved = "removed"
 )
 
 // gossipMeta is the node meta every node gossips (memberlist caps it at 512
@@ -86,7 +90,7 @@ type membership struct {
 // Member is one node as AdminService.Members reports it.
 type Member struct {
 	NodeID, Region, APIAddr, RaftAddr, GossipAddr string
-	State                                         string // alive, suspect, dead, left
+	State                                         string // alive, suspect, dead, left, removed
 	ShardsLed                                     []int
 	Shards                                        []int // replicas held, from the cluster map
 }

@@ -70,6 +70,7 @@ type Node struct {
 	ledMu       sync.Mutex
 	led         map[int]bool // shards this node led at the last look (leadershipLoop)
 	catchingUp  sync.Map     // shard id -> true while a policy catch-up runs
+	holds       sync.Map     // shard id -> leadershipHold after an explicit transfer
 	wg          sync.WaitGroup
 
 	policyMu sync.Mutex // serialises SetPolicy

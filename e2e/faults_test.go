@@ -193,7 +193,7 @@ func replaceNode(ctx context.Context, h *harness, w *workload, rng *rand.Rand) (
 		return name, err
 	}
 	h.logf("removed %s from shards %v; replacements %v", victim, res.Shards, res.Replacements)
-	if err := h.waitMember(ctx, other, victim, "left", time.Minute); err != nil {
+	if err := h.waitMember(ctx, other, victim, "removed", time.Minute); err != nil {
 		return name, err
 	}
 	w.removeNode(victim, spare)

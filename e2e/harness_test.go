@@ -273,8 +273,8 @@ func (h *harness) dumpLogs(dir string) {
 	}
 }
 
-// waitMember waits until node via lists node id in state ("left" also
-// matches a node no longer listed).
+// waitMember waits until node via lists node id in state ("left" and
+// "removed" also match a node no longer listed).
 func (h *harness) waitMember(ctx context.Context, via, id, state string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	last := "no answer"
@@ -291,8 +291,8 @@ func (h *harness) waitMember(ctx context.Context, via, id, state string, timeout
 					last = m.State
 				}
 			}
-			// A node that left may also be dropped from the list.
-			if last == state || (state == "left" && last == "not listed") {
+			// A node that left or was removed may also be dropped from the list.
+			if last == state || ((state == "left" || state == "removed") && last == "not listed") {
 				return nil
 			}
 		}
@@ -318,7 +318,7 @@ func (h *harness) removeNode(ctx context.Context, via, id string, timeout time.D
 		h.logf("RemoveNode %s via %s: %v (attempt %d)", id, via, err, attempt+1)
 		if definite(err) && attempt > 0 {
 			// An earlier attempt without an answer may have done it.
-			if h.waitMember(ctx, via, id, "left", 5*time.Second) == nil {
+			if h.waitMember(ctx, via, id, "removed", 5*time.Second) == nil {
 				h.logf("RemoveNode %s: an earlier attempt removed it (%v)", id, err)
 				return &capstanv1.RemoveNodeResponse{}, nil
 			}

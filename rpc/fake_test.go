@@ -98,7 +98,10 @@ func (b *fakeBackend) TransferLeadership(context.Context, int, string) (string, 
 	return "", fmt.Errorf("%w: one node", cluster.ErrUnavailable)
 }
 
-func (b *fakeBackend) RemoveNode(context.Context, string) ([]int, map[int]string, error) {
+func (b *fakeBackend) RemoveNode(_ context.Context, id string) ([]int, map[int]string, error) {
+	if id == "fake" { // the shape of cluster.Node's refusals
+		return nil, nil, &fsm.Error{Code: fsm.CodeFailedPrecondition, Message: "node fake is the cluster's last node"}
+	}
 	return nil, nil, fmt.Errorf("%w: one node", cluster.ErrUnavailable)
 }
 

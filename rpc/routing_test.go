@@ -77,6 +77,10 @@ func TestAdminCluster(t *testing.T) {
 	wantCode(t, err, connect.CodeUnavailable, "one node")
 	_, err = e.adm.RemoveNode(ctx, connect.NewRequest(&capstanv1.RemoveNodeRequest{}))
 	wantCode(t, err, connect.CodeInvalidArgument, "node_id")
+	_, err = e.adm.RemoveNode(ctx, connect.NewRequest(&capstanv1.RemoveNodeRequest{NodeId: "fake"}))
+	wantCode(t, err, connect.CodeFailedPrecondition, "last node")
+	_, err = e.adm.RemoveNode(ctx, connect.NewRequest(&capstanv1.RemoveNodeRequest{NodeId: "n2"}))
+	wantCode(t, err, connect.CodeUnavailable, "one node")
 	_, err = e.adm.SetShardHome(ctx, connect.NewRequest(&capstanv1.SetShardHomeRequest{Shard: 1, Region: "eu"}))
 	wantCode(t, err, connect.CodeUnavailable, "one node")
 }

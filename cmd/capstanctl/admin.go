@@ -36,7 +36,8 @@ this node's raft state, applied index, customers and a prefix of the state hash
 		summary: "list the cluster's nodes: region, state, addresses and the shards each leads",
 		about: `Asks the node at --server which nodes the cluster map and gossip know. STATE is
 alive, suspect (alive to gossip but not answering the answering node's probes),
-dead, or left (shut down gracefully, or removed with 'capstanctl node remove').
+dead, left (shut down gracefully) or removed (taken out with 'capstanctl node
+remove'; it cannot rejoin under its id).
 LEADS are the shards a node leads as it last gossiped; REPLICAS the shards the
 cluster map places on it. A standalone node lists itself.`,
 		run: members,
@@ -47,9 +48,10 @@ cluster map places on it. A standalone node lists itself.`,
 		usage:   "--shard N [--to NODE]",
 		about: `Hands the shard's raft leadership to NODE, which must be a voter of the shard
 (see REPLICAS in 'capstanctl shards list'), or, without --to, to its most
-up-to-date other replica. Prints the leader before and after. The leader
-balancer may later move leadership back toward the shard's home region (see
-'capstanctl shards home').`,
+up-to-date other replica. Prints the leader before and after (as the old
+leader knew it once raft confirmed the hand-over). The new leader keeps it for
+a minute; then the leader balancer may move leadership back toward the shard's
+home region (see 'capstanctl shards home').`,
 		run: leaderTransfer,
 	})
 	register("node", "remove", &command{
@@ -71,7 +73,8 @@ failure. Without --timeout the call may take up to 2 minutes.`,
 		usage:   "--shard N --region REGION",
 		about: `Sets the shard's home region in the cluster map. The leader balancer then hands
 the shard's leadership to a replica in that region and evens leadership out
-across the region's nodes. HOME in 'capstanctl shards list' shows it.`,
+across the region's nodes. HOME in 'capstanctl shards list' shows it. REGION
+must be the region of a member of the cluster (see 'capstanctl members').`,
 		run: shardsHome,
 	})
 	register("version", "", &command{

@@ -175,7 +175,10 @@ type ShardStatus struct {
 	PolicyVersion uint64 `protobuf:"varint,9,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
 	// hash_index is the applied index state_hash describes.
 	HashIndex uint64 `protobuf:"varint,10,opt,name=hash_index,json=hashIndex,proto3" json:"hash_index,omitempty"`
-	// replicas are the shard's voters as each reports itself.
+	// replicas are the nodes the cluster map places the shard on (its
+	// placement, not any node's raft configuration), each as its node reports
+	// itself. While a placement change (RemoveNode) is under way they can
+	// differ from the shard's raft voters for a moment.
 	Replicas []*ReplicaStatus `protobuf:"bytes,11,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	// home_region is the region whose replicas leadership prefers.
 	HomeRegion    string `protobuf:"bytes,12,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
@@ -297,13 +300,13 @@ func (x *ShardStatus) GetHomeRegion() string {
 	return ""
 }
 
-// ReplicaStatus is one voter of a shard, as its node reports it.
+// ReplicaStatus is one replica the cluster map places, as its node reports it.
 type ReplicaStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	Region string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
 	// state is the replica's raft state; "unreachable" when its node did not
-	// answer.
+	// answer, "not open" when it answered without hosting the shard (yet).
 	State         string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	AppliedIndex  uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LastIndex     uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
@@ -490,7 +493,9 @@ type Member struct {
 	ApiAddress    string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	RaftAddress   string                 `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	GossipAddress string                 `protobuf:"bytes,5,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
-	// state is alive, suspect, dead or left.
+	// state is alive, suspect or dead (as gossip sees the node from the
+	// answering node), left (shut down gracefully) or removed (taken out of the
+	// cluster by RemoveNode; it cannot rejoin under its id).
 	State string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
 	// shards_led are the shards this node leads (as it last gossiped).
 	ShardsLed []uint32 `protobuf:"varint,7,rep,packed,name=shards_led,json=shardsLed,proto3" json:"shards_led,omitempty"`
@@ -642,8 +647,11 @@ func (x *TransferLeadershipRequest) GetToNode() string {
 
 // TransferLeadershipResponse names the shard's leader after the transfer.
 type TransferLeadershipResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Leader        string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// leader is the leader the old leader knew once raft confirmed the
+	// transfer (it waits at most a second to hear from it): normally to_node,
+	// "" when none was known yet.
+	Leader        string `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -99,6 +99,13 @@ const (
 	ShardOp_SHARD_OP_TRANSFER_LEADERSHIP ShardOp = 1
 	ShardOp_SHARD_OP_ADD_VOTER           ShardOp = 2
 	ShardOp_SHARD_OP_REMOVE_SERVER       ShardOp = 3
+	// Unlike the other ops it goes to a voter, not to the leader: the leader
+	// sends it to the transfer's target (every other voter when none is named)
+	// just before an operator's explicit leadership transfer, and the voter
+	// that wins the election the transfer starts (in a term up to term) keeps
+	// leadership for a while instead of its leader balancer moving it straight
+	// away (see cluster/maintain.go).
+	ShardOp_SHARD_OP_HOLD_LEADERSHIP ShardOp = 4
 )
 
 // Enum value maps for ShardOp.
@@ -108,12 +115,14 @@ var (
 		1: "SHARD_OP_TRANSFER_LEADERSHIP",
 		2: "SHARD_OP_ADD_VOTER",
 		3: "SHARD_OP_REMOVE_SERVER",
+		4: "SHARD_OP_HOLD_LEADERSHIP",
 	}
 	ShardOp_value = map[string]int32{
 		"SHARD_OP_UNSPECIFIED":         0,
 		"SHARD_OP_TRANSFER_LEADERSHIP": 1,
 		"SHARD_OP_ADD_VOTER":           2,
 		"SHARD_OP_REMOVE_SERVER":       3,
+		"SHARD_OP_HOLD_LEADERSHIP":     4,
 	}
 )
 
@@ -795,10 +804,13 @@ func (x *MetaApplyResponse) GetResult() []byte {
 type ShardOpRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// group is the shard id, or the meta group's id.
-	Group         uint32  `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
-	Op            ShardOp `protobuf:"varint,2,opt,name=op,proto3,enum=capstan.cluster.v1.ShardOp" json:"op,omitempty"`
-	NodeId        string  `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Address       string  `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	Group   uint32  `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	Op      ShardOp `protobuf:"varint,2,opt,name=op,proto3,enum=capstan.cluster.v1.ShardOp" json:"op,omitempty"`
+	NodeId  string  `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Address string  `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	// term bounds SHARD_OP_HOLD_LEADERSHIP: the hold covers leadership won in a
+	// term up to this one.
+	Term          uint64 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,12 +873,21 @@ func (x *ShardOpRequest) GetAddress() string {
 	return ""
 }
 
+func (x *ShardOpRequest) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 // ShardOpResponse reports the change.
 type ShardOpResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.cluster.v1.Outcome" json:"outcome,omitempty"`
-	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Outcome  Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.cluster.v1.Outcome" json:"outcome,omitempty"`
+	LeaderId string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Message  string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// error is the refusal of an OUTCOME_ERROR answer (its code and field).
+	Error         *Error `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -920,6 +941,13 @@ func (x *ShardOpResponse) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *ShardOpResponse) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
 }
 
 // NodeStatusRequest is empty.
@@ -1273,16 +1301,18 @@ const file_capstan_cluster_v1_forward_proto_rawDesc = "" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x1b.capstan.cluster.v1.OutcomeR\aoutcome\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
-	"\x06result\x18\x04 \x01(\fR\x06result\"\x86\x01\n" +
+	"\x06result\x18\x04 \x01(\fR\x06result\"\x9a\x01\n" +
 	"\x0eShardOpRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\rR\x05group\x12+\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x1b.capstan.cluster.v1.ShardOpR\x02op\x12\x17\n" +
 	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x7f\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04term\x18\x05 \x01(\x04R\x04term\"\xb0\x01\n" +
 	"\x0fShardOpResponse\x125\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x1b.capstan.cluster.v1.OutcomeR\aoutcome\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\x13\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12/\n" +
+	"\x05error\x18\x04 \x01(\v2\x19.capstan.cluster.v1.ErrorR\x05error\"\x13\n" +
 	"\x11NodeStatusRequest\"~\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
@@ -1314,12 +1344,13 @@ const file_capstan_cluster_v1_forward_proto_rawDesc = "" +
 	"\x13OUTCOME_UNAVAILABLE\x10\x03\x12\x13\n" +
 	"\x0fOUTCOME_UNKNOWN\x10\x04\x12\x11\n" +
 	"\rOUTCOME_ERROR\x10\x05\x12\x15\n" +
-	"\x11OUTCOME_NO_POLICY\x10\x06*y\n" +
+	"\x11OUTCOME_NO_POLICY\x10\x06*\x97\x01\n" +
 	"\aShardOp\x12\x18\n" +
 	"\x14SHARD_OP_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cSHARD_OP_TRANSFER_LEADERSHIP\x10\x01\x12\x16\n" +
 	"\x12SHARD_OP_ADD_VOTER\x10\x02\x12\x1a\n" +
-	"\x16SHARD_OP_REMOVE_SERVER\x10\x032\xe5\x04\n" +
+	"\x16SHARD_OP_REMOVE_SERVER\x10\x03\x12\x1c\n" +
+	"\x18SHARD_OP_HOLD_LEADERSHIP\x10\x042\xe5\x04\n" +
 	"\x0eForwardService\x12L\n" +
 	"\x05Apply\x12 .capstan.cluster.v1.ApplyRequest\x1a!.capstan.cluster.v1.ApplyResponse\x12Q\n" +
 	"\x05Query\x12 .capstan.cluster.v1.QueryRequest\x1a!.capstan.cluster.v1.QueryResponse\"\x03\x90\x02\x01\x12T\n" +
@@ -1373,26 +1404,27 @@ var file_capstan_cluster_v1_forward_proto_depIdxs = []int32{
 	0,  // 5: capstan.cluster.v1.MetaApplyResponse.outcome:type_name -> capstan.cluster.v1.Outcome
 	1,  // 6: capstan.cluster.v1.ShardOpRequest.op:type_name -> capstan.cluster.v1.ShardOp
 	0,  // 7: capstan.cluster.v1.ShardOpResponse.outcome:type_name -> capstan.cluster.v1.Outcome
-	15, // 8: capstan.cluster.v1.NodeStatusResponse.replicas:type_name -> capstan.cluster.v1.Replica
-	3,  // 9: capstan.cluster.v1.ForwardService.Apply:input_type -> capstan.cluster.v1.ApplyRequest
-	5,  // 10: capstan.cluster.v1.ForwardService.Query:input_type -> capstan.cluster.v1.QueryRequest
-	7,  // 11: capstan.cluster.v1.ForwardService.Lookup:input_type -> capstan.cluster.v1.LookupRequest
-	9,  // 12: capstan.cluster.v1.ForwardService.MetaApply:input_type -> capstan.cluster.v1.MetaApplyRequest
-	11, // 13: capstan.cluster.v1.ForwardService.ShardOp:input_type -> capstan.cluster.v1.ShardOpRequest
-	13, // 14: capstan.cluster.v1.ForwardService.NodeStatus:input_type -> capstan.cluster.v1.NodeStatusRequest
-	16, // 15: capstan.cluster.v1.ForwardService.Leave:input_type -> capstan.cluster.v1.LeaveRequest
-	4,  // 16: capstan.cluster.v1.ForwardService.Apply:output_type -> capstan.cluster.v1.ApplyResponse
-	6,  // 17: capstan.cluster.v1.ForwardService.Query:output_type -> capstan.cluster.v1.QueryResponse
-	8,  // 18: capstan.cluster.v1.ForwardService.Lookup:output_type -> capstan.cluster.v1.LookupResponse
-	10, // 19: capstan.cluster.v1.ForwardService.MetaApply:output_type -> capstan.cluster.v1.MetaApplyResponse
-	12, // 20: capstan.cluster.v1.ForwardService.ShardOp:output_type -> capstan.cluster.v1.ShardOpResponse
-	14, // 21: capstan.cluster.v1.ForwardService.NodeStatus:output_type -> capstan.cluster.v1.NodeStatusResponse
-	17, // 22: capstan.cluster.v1.ForwardService.Leave:output_type -> capstan.cluster.v1.LeaveResponse
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	2,  // 8: capstan.cluster.v1.ShardOpResponse.error:type_name -> capstan.cluster.v1.Error
+	15, // 9: capstan.cluster.v1.NodeStatusResponse.replicas:type_name -> capstan.cluster.v1.Replica
+	3,  // 10: capstan.cluster.v1.ForwardService.Apply:input_type -> capstan.cluster.v1.ApplyRequest
+	5,  // 11: capstan.cluster.v1.ForwardService.Query:input_type -> capstan.cluster.v1.QueryRequest
+	7,  // 12: capstan.cluster.v1.ForwardService.Lookup:input_type -> capstan.cluster.v1.LookupRequest
+	9,  // 13: capstan.cluster.v1.ForwardService.MetaApply:input_type -> capstan.cluster.v1.MetaApplyRequest
+	11, // 14: capstan.cluster.v1.ForwardService.ShardOp:input_type -> capstan.cluster.v1.ShardOpRequest
+	13, // 15: capstan.cluster.v1.ForwardService.NodeStatus:input_type -> capstan.cluster.v1.NodeStatusRequest
+	16, // 16: capstan.cluster.v1.ForwardService.Leave:input_type -> capstan.cluster.v1.LeaveRequest
+	4,  // 17: capstan.cluster.v1.ForwardService.Apply:output_type -> capstan.cluster.v1.ApplyResponse
+	6,  // 18: capstan.cluster.v1.ForwardService.Query:output_type -> capstan.cluster.v1.QueryResponse
+	8,  // 19: capstan.cluster.v1.ForwardService.Lookup:output_type -> capstan.cluster.v1.LookupResponse
+	10, // 20: capstan.cluster.v1.ForwardService.MetaApply:output_type -> capstan.cluster.v1.MetaApplyResponse
+	12, // 21: capstan.cluster.v1.ForwardService.ShardOp:output_type -> capstan.cluster.v1.ShardOpResponse
+	14, // 22: capstan.cluster.v1.ForwardService.NodeStatus:output_type -> capstan.cluster.v1.NodeStatusResponse
+	17, // 23: capstan.cluster.v1.ForwardService.Leave:output_type -> capstan.cluster.v1.LeaveResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_capstan_cluster_v1_forward_proto_init() }

@@ -50,19 +50,29 @@ const (
 // AdminServiceClient is a client for the capstan.v1.AdminService service.
 type AdminServiceClient interface {
 	// Status reports every shard's replicas, leader, applied index, state hash
-	// and customer count across the cluster (each replica as its node reports
-	// it; unreachable nodes are marked so).
+	// and customer count across the cluster (the replicas the cluster map
+	// places, each as its node reports it; unreachable nodes are marked so).
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 	// Members lists the cluster's nodes as gossip sees them.
 	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
 	// TransferLeadership moves a shard's leadership to to_node, or to the most
-	// up-to-date other replica when to_node is empty.
+	// up-to-date other replica when to_node is empty. It answers once raft has
+	// handed leadership over (never waiting for its deadline to see the new
+	// leader). The node that receives leadership keeps it for a while (1 minute
+	// by default) before its leader balancer may move it back toward the
+	// shard's home region.
 	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
 	// RemoveNode removes a node from every raft group it is a voter of (through
 	// each group's log), places a replacement replica where one is available,
 	// and makes the node leave gossip. The node cannot rejoin under that id.
+	// Errors: INVALID_ARGUMENT for an unknown node; FAILED_PRECONDITION when the
+	// cluster refuses (the cluster's last node, or a shard's only replica with
+	// no node to take it); UNAVAILABLE when no meta or shard leader answered in
+	// time (the removal may be partial: call it again).
 	RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error)
 	// SetShardHome sets the region whose replicas a shard's leadership prefers.
+	// INVALID_ARGUMENT when no member of the cluster (removed nodes aside) is in
+	// that region, or there is no such shard.
 	SetShardHome(context.Context, *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error)
 }
 
@@ -149,19 +159,29 @@ func (c *adminServiceClient) SetShardHome(ctx context.Context, req *connect.Requ
 // AdminServiceHandler is an implementation of the capstan.v1.AdminService service.
 type AdminServiceHandler interface {
 	// Status reports every shard's replicas, leader, applied index, state hash
-	// and customer count across the cluster (each replica as its node reports
-	// it; unreachable nodes are marked so).
+	// and customer count across the cluster (the replicas the cluster map
+	// places, each as its node reports it; unreachable nodes are marked so).
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 	// Members lists the cluster's nodes as gossip sees them.
 	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
 	// TransferLeadership moves a shard's leadership to to_node, or to the most
-	// up-to-date other replica when to_node is empty.
+	// up-to-date other replica when to_node is empty. It answers once raft has
+	// handed leadership over (never waiting for its deadline to see the new
+	// leader). The node that receives leadership keeps it for a while (1 minute
+	// by default) before its leader balancer may move it back toward the
+	// shard's home region.
 	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
 	// RemoveNode removes a node from every raft group it is a voter of (through
 	// each group's log), places a replacement replica where one is available,
 	// and makes the node leave gossip. The node cannot rejoin under that id.
+	// Errors: INVALID_ARGUMENT for an unknown node; FAILED_PRECONDITION when the
+	// cluster refuses (the cluster's last node, or a shard's only replica with
+	// no node to take it); UNAVAILABLE when no meta or shard leader answered in
+	// time (the removal may be partial: call it again).
 	RemoveNode(context.Context, *connect.Request[v1.RemoveNodeRequest]) (*connect.Response[v1.RemoveNodeResponse], error)
 	// SetShardHome sets the region whose replicas a shard's leadership prefers.
+	// INVALID_ARGUMENT when no member of the cluster (removed nodes aside) is in
+	// that region, or there is no such shard.
 	SetShardHome(context.Context, *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error)
 }
 
