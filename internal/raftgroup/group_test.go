@@ -651,7 +651,7 @@ func TestConfigValidation(t *testing.T) {
 		{"no transport", func(c *Config) { c.Bind = "" }, "one of Transport or Bind"},
 		{"both transports", func(c *Config) { _, c.Transport = raft.NewInmemTransport("x") }, "mutually exclusive"},
 		{"retain 1", func(c *Config) { c.RetainSnapshots = 1 }, "RetainSnapshots must be >= 2"},
-		{"lease > heartbeat", func(c *Config) { c.LeaderLeaseTimeout = time.Second }, "LeaderLeaseTimeout"},
+		{"lease > heartbeat", func(c *Config) { c.LeaderLeaseTimeout = 2 * DefaultHeartbeatTimeout }, "LeaderLeaseTimeout"},
 		{"election < heartbeat", func(c *Config) { c.ElectionTimeout = 100 * time.Millisecond }, "ElectionTimeout"},
 		{"append entries", func(c *Config) { c.MaxAppendEntries = 5000 }, "MaxAppendEntries"},
 		{"raft minimum", func(c *Config) { c.CommitTimeout = time.Microsecond }, "CommitTimeout is too low"},
@@ -686,7 +686,7 @@ func TestConfigValidation(t *testing.T) {
 		}
 		rc := cfg.raftConfig(testLogger())
 		if !rc.BatchApplyCh || !rc.NoLegacyTelemetry || rc.MaxAppendEntries != DefaultMaxAppendEntries ||
-			cfg.RetainSnapshots != 2 || rc.HeartbeatTimeout != 500*time.Millisecond {
+			cfg.RetainSnapshots != 2 || rc.HeartbeatTimeout != DefaultHeartbeatTimeout || rc.CommitTimeout != DefaultCommitTimeout {
 			t.Fatalf("unexpected defaults: %+v", rc)
 		}
 	})
