@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -110,19 +111,42 @@ func pauseNode(ctx context.Context, h *harness, w *workload, rng *rand.Rand) (st
 	return name, err
 }
 
-// disconnectNode cuts a random live node off the compose network (peers and
-// clients alike), then reconnects it with its address and alias.
-func disconnectNode(ctx context.Context, h *harness, w *workload, rng *rand.Rand) (string, error) {
-	live := w.liveNodes()
-	n, _ := nodeByID(live[rng.IntN(len(live))])
-	name := fmt.Sprintf("docker network disconnect %s %s", n.ID, faultHold)
+// disconnectRegion cuts every live node of a random region off the compose
+// network (peers and clients alike: the region is partitioned from the rest),
+// then reconnects each with its address and alias. Every shard keeps a voter
+// in each of the other two regions, so the majority side keeps deciding.
+func disconnectRegion(ctx context.Context, h *harness, w *workload, rng *rand.Rand) (string, error) {
+	byRegion := map[string][]node{}
+	var regions []string
+	for _, id := range w.liveNodes() {
+		n, _ := nodeByID(id)
+		if len(byRegion[n.Region]) == 0 {
+			regions = append(regions, n.Region)
+		}
+		byRegion[n.Region] = append(byRegion[n.Region], n)
+	}
+	slices.Sort(regions)
+	region := regions[rng.IntN(len(regions))]
+	cut := byRegion[region]
+	var ids []string
+	for _, n := range cut {
+		ids = append(ids, n.ID)
+	}
+	name := fmt.Sprintf("docker network disconnect region %s (%s) %s", region, strings.Join(ids, " "), faultHold)
 	h.logf("fault: %s", name)
-	if _, err := h.docker(ctx, "network", "disconnect", network, n.Container); err != nil {
-		return name, err
+	for _, n := range cut {
+		if _, err := h.docker(ctx, "network", "disconnect", network, n.Container); err != nil {
+			return name, err
+		}
 	}
 	sleep(ctx, faultHold)
-	_, err := h.docker(ctx, "network", "connect", "--ip", n.IP, "--alias", n.ID, network, n.Container)
-	h.logf("heal: docker network connect %s", n.ID)
+	var err error
+	for _, n := range cut {
+		if _, e := h.docker(ctx, "network", "connect", "--ip", n.IP, "--alias", n.ID, network, n.Container); e != nil && err == nil {
+			err = e
+		}
+	}
+	h.logf("heal: docker network connect %s", strings.Join(ids, " "))
 	return name, err
 }
 
@@ -207,5 +231,5 @@ func replaceNode(ctx context.Context, h *harness, w *workload, rng *rand.Rand) (
 
 // allFaults is the order faults run in.
 func allFaults() []faultStep {
-	return []faultStep{killLeader, pauseNode, disconnectNode, replaceNode, restartAll, killLeader}
+	return []faultStep{killLeader, pauseNode, disconnectRegion, replaceNode, restartAll, killLeader}
 }
