@@ -20,6 +20,7 @@ type api struct {
 	cus capstanv1connect.CustomerServiceClient
 	pol capstanv1connect.PolicyServiceClient
 	adm capstanv1connect.AdminServiceClient
+	evt capstanv1connect.EventServiceClient
 }
 
 // client returns the API clients for --server, built on first use.
@@ -32,13 +33,14 @@ func (g *globals) client() (*api, error) {
 		return nil, err
 	}
 	g.server.url = base
-	opt := connect.WithInterceptors(bearer(g.apiKey))
+	opt := connect.WithInterceptors(newBearer(g.apiKey))
 	hc := &http.Client{}
 	g.api = &api{
 		lim: capstanv1connect.NewLimiterServiceClient(hc, base, opt),
 		cus: capstanv1connect.NewCustomerServiceClient(hc, base, opt),
 		pol: capstanv1connect.NewPolicyServiceClient(hc, base, opt),
 		adm: capstanv1connect.NewAdminServiceClient(hc, base, opt),
+		evt: capstanv1connect.NewEventServiceClient(hc, base, opt),
 	}
 	return g.api, nil
 }
@@ -58,19 +60,36 @@ func serverURL(s string) (string, error) {
 	return strings.TrimSuffix(u.String(), "/"), nil
 }
 
-// bearer sends the API key on every call (none when key is empty, so a
-// server running --no-auth still answers).
-func bearer(key string) connect.UnaryInterceptorFunc {
-	ua := "capstanctl/" + version.Version
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if key != "" {
-				req.Header().Set("Authorization", "Bearer "+key)
-			}
-			req.Header().Set("User-Agent", ua)
-			return next(ctx, req)
-		}
+// bearer sends the API key on every call, unary or streaming (none when key
+// is empty, so a server running --no-auth still answers).
+type bearer struct{ key, ua string }
+
+func newBearer(key string) bearer { return bearer{key: key, ua: "capstanctl/" + version.Version} }
+
+func (b bearer) set(h http.Header) {
+	if b.key != "" {
+		h.Set("Authorization", "Bearer "+b.key)
 	}
+	h.Set("User-Agent", b.ua)
+}
+
+func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		b.set(req.Header())
+		return next(ctx, req)
+	}
+}
+
+func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		b.set(conn.RequestHeader())
+		return conn
+	}
+}
+
+func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }
 
 // ctx bounds one call by --timeout.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	capstanv1 "github.com/capstanhq/capstan/internal/gen/capstan/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -218,4 +219,29 @@ func (f *timeFlag) Set(s string) error {
 		return nil
 	}
 	return fmt.Errorf("want an RFC 3339 instant (2026-04-01T00:00:00Z) or a duration from now (720h), got %q", s)
+}
+
+// cursorFlag is an event cursor, INDEX:SEQ as `capstanctl events` prints it.
+type cursorFlag struct{ c *capstanv1.EventCursor }
+
+func (f *cursorFlag) String() string {
+	if f == nil || f.c == nil {
+		return ""
+	}
+	return cursorString(f.c)
+}
+
+func (f *cursorFlag) Set(s string) error {
+	i, q, ok := strings.Cut(s, ":")
+	index, err := strconv.ParseUint(i, 10, 64)
+	seq, err2 := strconv.ParseUint(q, 10, 32)
+	if !ok || err != nil || err2 != nil {
+		return fmt.Errorf("want a cursor INDEX:SEQ as capstanctl events prints it (e.g. 42:0), got %q", s)
+	}
+	f.c = &capstanv1.EventCursor{Index: index, Seq: uint32(seq)}
+	return nil
+}
+
+func cursorString(c *capstanv1.EventCursor) string {
+	return strconv.FormatUint(c.GetIndex(), 10) + ":" + strconv.FormatUint(uint64(c.GetSeq()), 10)
 }

@@ -43,6 +43,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary is capstanctl itself for tests that need it as a
+	// process (events --follow, interrupted by a signal).
+	if os.Getenv("CAPSTANCTL_TEST_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	flag.Parse()
 	os.Exit(runTests(m))
 }
