@@ -54,7 +54,8 @@ func (s events) Subscribe(ctx context.Context, req *connect.Request[capstanv1.Su
 		return err
 	}
 	cursor := fsm.Cursor{}
-	if m.After != nil {
+	fromOldest := m.After == nil // unset: start at the oldest event still kept
+	if !fromOldest {
 		cursor = fsm.Cursor{Index: m.After.Index, Seq: m.After.Seq}
 	}
 	for {
@@ -65,6 +66,13 @@ func (s events) Subscribe(ctx context.Context, req *connect.Request[capstanv1.Su
 		if err != nil {
 			return connect.NewError(connect.CodeUnavailable, err)
 		}
+		if page.Compacted && fromOldest {
+			// Nothing was promised to this reader yet: begin where the log
+			// begins now instead of refusing.
+			fromOldest, cursor = false, page.First
+			continue
+		}
+		fromOldest = false
 		if page.Compacted {
 			return connect.NewError(connect.CodeOutOfRange, fmt.Errorf(
 				"events after index %d seq %d are no longer kept on this node; resynchronise from meters and caps, then resume after index %d seq %d",

@@ -120,3 +120,50 @@ func decimalOf(t *testing.T, s string) decimal.Decimal {
 	}
 	return d
 }
+
+// TestEventStreamUnsetCursorAfterWrap: once the event ring has dropped old
+// events, a subscriber without a cursor starts at the oldest event still kept
+// (as the API promises) instead of being refused, while an explicit cursor
+// older than what is kept is still OUT_OF_RANGE (never a silent gap).
+func TestEventStreamUnsetCursorAfterWrap(t *testing.T) {
+	src := &oneShard{f: fsm.New(fsm.Options{EventLogSize: 2})}
+	const t0 = int64(1772445600000)
+	policy := `{"policy": {"credits": {"tok": {"price": {"amount": 0.01}}}, "plans": {"p": {"default": true,
+		"entitlements": {"chat": {"limit": {"credit": "tok", "mode": "soft", "value": 100}}}}}}}`
+	src.apply(t, t0, &fsm.Command{RequestID: "pol", SetPolicy: &fsm.PolicyOp{Text: policy, Format: "json", Version: 1}})
+	src.apply(t, t0, &fsm.Command{RequestID: "c1", CreateCustomer: &engine.CreateCustomerRequest{ID: "u1"}})
+	for i, v := range []string{"10", "20", "30", "40"} {
+		src.apply(t, t0+int64(i), &fsm.Command{RequestID: "a" + v, Allow: &engine.AllowRequest{Customer: "u1", Entitlement: "chat", Value: decimalOf(t, v)}})
+	}
+	mux := http.NewServeMux()
+	mux.Handle(capstanv1connect.NewEventServiceHandler(events{src: src}))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	client := capstanv1connect.NewEventServiceClient(srv.Client(), srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	read := func(req *capstanv1.SubscribeRequest) ([]*capstanv1.SubscribeResponse, error) {
+		s, err := client.Subscribe(ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		var got []*capstanv1.SubscribeResponse
+		for s.Receive() {
+			got = append(got, s.Msg())
+		}
+		return got, s.Err()
+	}
+	got, err := read(&capstanv1.SubscribeRequest{Shard: 0})
+	if err != nil {
+		t.Fatalf("unset cursor after the ring wrapped: %v", err)
+	}
+	if len(got) == 0 || len(got) > 2 || got[len(got)-1].RequestId != "a40" {
+		t.Fatalf("unset cursor: want the newest kept events ending with a40, got %v", got)
+	}
+	_, err = read(&capstanv1.SubscribeRequest{Shard: 0, After: &capstanv1.EventCursor{Index: 1}})
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeOutOfRange {
+		t.Fatalf("explicit compacted cursor: want OUT_OF_RANGE, got %v", err)
+	}
+}
