@@ -145,10 +145,38 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 // WriteSnapshot captures the current state and writes it to w, as raft would.
 // For tests, benchmarks and offline tools.
 func (f *FSM) WriteSnapshot(w io.Writer) error {
-	s, err := f.Snapshot()
+	c, err := f.CaptureSnapshot()
 	if err != nil {
 		return err
 	}
-	defer s.Release()
-	return s.(*fsmSnapshot).write(w)
+	defer c.Release()
+	return c.Write(w)
 }
+
+// Captured is a snapshot captured by CaptureSnapshot, not yet written.
+type Captured struct{ s *fsmSnapshot }
+
+// CaptureSnapshot captures the state through the path raft's snapshots take
+// (Snapshot: the same consistency, under the read lock, so no Apply runs
+// during the capture, and the same cost) for a copy outside raft, e.g. an
+// operator's backup. Header says what it holds before any byte is written;
+// Write then writes exactly the bytes Persist would write to a raft sink.
+// Nothing changes in the FSM.
+func (f *FSM) CaptureSnapshot() (*Captured, error) {
+	s, err := f.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &Captured{s: s.(*fsmSnapshot)}, nil
+}
+
+// Header is the snapshot's header: shard, index and term of the last log
+// entry the state includes, policy version, record counts.
+func (c *Captured) Header() snapshot.Header { return c.s.c.hdr }
+
+// Write writes the snapshot (format of package snapshot, checksum trailer
+// included) to w. Call it at most once.
+func (c *Captured) Write(w io.Writer) error { return c.s.write(w) }
+
+// Release drops the captured encodings.
+func (c *Captured) Release() { c.s.Release() }

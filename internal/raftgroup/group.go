@@ -36,6 +36,7 @@ type Group struct {
 	logs   raft.LogStore         // bolt behind a LogCache
 	snaps  *raft.FileSnapshotStore
 
+	snapSem   chan struct{} // held by the Snapshot in progress
 	closed    chan struct{} // closed when Close or Kill starts
 	closeOnce sync.Once
 	closeErr  error
@@ -80,7 +81,7 @@ func Open(cfg Config) (_ *Group, err error) {
 		return nil, err
 	}
 	logger := cfg.Logger.With("group", cfg.GroupID, "node", cfg.ID)
-	g := &Group{cfg: cfg, logger: logger, closed: make(chan struct{})}
+	g := &Group{cfg: cfg, logger: logger, closed: make(chan struct{}), snapSem: make(chan struct{}, 1)}
 
 	var cleanup []func()
 	defer func() {
