@@ -71,6 +71,10 @@
 //   - Admin (admin.go): cluster-wide Status, Members, TransferLeadership,
 //     SetShardHome and RemoveNode (voter removal through each group's log, a
 //     replacement replica, then the node leaves; it may not rejoin by that id).
+//   - Operator snapshots (snapshot.go): CompactShards (every replica takes a
+//     raft snapshot and truncates its log; nothing is proposed) and
+//     SaveSnapshot (the leader streams a linearized copy of a shard's state in
+//     package snapshot's format).
 //
 // Data directory layout (one per node):
 //

@@ -67,18 +67,75 @@ func (f *forwarder) client(id string) (clusterv1connect.ForwardServiceClient, er
 	defer f.mu.Unlock()
 	c := f.clients[addr]
 	if c == nil {
-		key := f.n.cfg.ClusterKey
 		c = clusterv1connect.NewForwardServiceClient(f.hc, f.scheme+"://"+addr,
-			connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-				return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-					req.Header().Set(ClusterKeyHeader, key)
-					return next(ctx, req)
-				}
-			})),
+			connect.WithInterceptors(sendClusterKey{f.n.cfg.ClusterKey}),
 			connect.WithReadMaxBytes(maxForwardBytes))
 		f.clients[addr] = c
 	}
 	return c, nil
+}
+
+// sendClusterKey puts the cluster key on every forwarded call, unary and
+// streaming.
+type sendClusterKey struct{ key string }
+
+func (k sendClusterKey) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set(ClusterKeyHeader, k.key)
+		return next(ctx, req)
+	}
+}
+
+func (k sendClusterKey) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set(ClusterKeyHeader, k.key)
+		return conn
+	}
+}
+
+func (k sendClusterKey) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// checkClusterKey refuses every call, unary or streaming, without the
+// cluster key (every call when this node has none).
+type checkClusterKey struct {
+	set bool
+	sum [32]byte
+}
+
+func (k checkClusterKey) check(h http.Header) error {
+	if !k.set {
+		return connect.NewError(connect.CodePermissionDenied, errors.New("this node has no cluster key: node-to-node calls are refused"))
+	}
+	got := sha256.Sum256([]byte(h.Get(ClusterKeyHeader)))
+	if subtle.ConstantTimeCompare(got[:], k.sum[:]) != 1 {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("bad or missing cluster key"))
+	}
+	return nil
+}
+
+func (k checkClusterKey) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := k.check(req.Header()); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (k checkClusterKey) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (k checkClusterKey) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := k.check(conn.RequestHeader()); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
 }
 
 func (f *forwarder) close() {
@@ -92,19 +149,7 @@ func (f *forwarder) close() {
 // address next to the public services. Every call must carry the cluster key;
 // without one configured every call is refused.
 func (n *Node) InternalHandler() (string, http.Handler) {
-	sum := sha256.Sum256([]byte(n.cfg.ClusterKey))
-	auth := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if n.cfg.ClusterKey == "" {
-				return nil, connect.NewError(connect.CodePermissionDenied, errors.New("this node has no cluster key: node-to-node calls are refused"))
-			}
-			got := sha256.Sum256([]byte(req.Header().Get(ClusterKeyHeader)))
-			if subtle.ConstantTimeCompare(got[:], sum[:]) != 1 {
-				return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("bad or missing cluster key"))
-			}
-			return next(ctx, req)
-		}
-	})
+	auth := checkClusterKey{set: n.cfg.ClusterKey != "", sum: sha256.Sum256([]byte(n.cfg.ClusterKey))}
 	return clusterv1connect.NewForwardServiceHandler(forwardServer{n},
 		connect.WithInterceptors(auth), connect.WithReadMaxBytes(maxForwardBytes))
 }

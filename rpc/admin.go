@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/capstanhq/capstan/cluster"
 	capstanv1 "github.com/capstanhq/capstan/internal/gen/capstan/v1"
 	"github.com/capstanhq/capstan/internal/gen/capstan/v1/capstanv1connect"
 )
@@ -119,6 +120,61 @@ func (s admin) SetShardHome(ctx context.Context, req *connect.Request[capstanv1.
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(&capstanv1.SetShardHomeResponse{}), nil
+}
+
+// compactTimeout bounds CompactShards when the client set no deadline: every
+// node snapshots its replicas, a few at a time.
+const compactTimeout = time.Minute
+
+func (s admin) CompactShards(ctx context.Context, req *connect.Request[capstanv1.CompactShardsRequest]) (*connect.Response[capstanv1.CompactShardsResponse], error) {
+	m := req.Msg
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, compactTimeout)
+		defer cancel()
+	}
+	shards := make([]int, len(m.Shards))
+	for i, sh := range m.Shards {
+		shards[i] = int(sh)
+	}
+	rows, err := s.backend.CompactShards(ctx, shards, m.KeepEntries)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	out := &capstanv1.CompactShardsResponse{}
+	for _, r := range rows {
+		out.Replicas = append(out.Replicas, &capstanv1.ReplicaCompaction{
+			Shard: uint32(r.Shard), NodeId: r.Node, State: r.State, SnapshotIndex: r.SnapshotIndex,
+			FirstIndex: r.FirstIndex, LastIndex: r.LastIndex, Error: r.Err, Failed: r.Failed,
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// SaveSnapshot streams a shard's snapshot: its info, then the bytes in
+// chunks. The call is not bounded by the server's default deadline (a large
+// shard takes a while); finding the leader is (see cluster.Node.SaveSnapshot).
+func (s admin) SaveSnapshot(ctx context.Context, req *connect.Request[capstanv1.SaveSnapshotRequest], stream *connect.ServerStream[capstanv1.SaveSnapshotResponse]) error {
+	return toConnect(s.backend.SaveSnapshot(ctx, int(req.Msg.Shard), snapshotStream{stream}))
+}
+
+// snapshotStream sends a snapshot as SaveSnapshotResponse messages.
+type snapshotStream struct {
+	stream *connect.ServerStream[capstanv1.SaveSnapshotResponse]
+}
+
+func (w snapshotStream) Begin(i cluster.SnapshotInfo) error {
+	return w.stream.Send(&capstanv1.SaveSnapshotResponse{Info: &capstanv1.SnapshotInfo{
+		Shard: uint32(i.Shard), AppliedIndex: i.Index, Term: i.Term, PolicyVersion: i.PolicyVersion,
+		Customers: i.Customers, DedupeEntries: i.Dedupe, NodeId: i.Node,
+	}})
+}
+
+func (w snapshotStream) Write(p []byte) (int, error) {
+	if err := w.stream.Send(&capstanv1.SaveSnapshotResponse{Data: p}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func u32s(in []int) []uint32 {

@@ -32,6 +32,11 @@ type Backend interface {
 	TransferLeadership(ctx context.Context, shard int, to string) (string, error)
 	RemoveNode(ctx context.Context, id string) ([]int, map[int]string, error)
 	SetShardHome(ctx context.Context, shard int, region string) error
+	// CompactShards snapshots every replica of the shards (all when none)
+	// and truncates their logs, keeping the newest keep entries.
+	CompactShards(ctx context.Context, shards []int, keep uint64) ([]cluster.ReplicaCompaction, error)
+	// SaveSnapshot streams a consistent snapshot of one shard to sink.
+	SaveSnapshot(ctx context.Context, shard int, sink cluster.SnapshotSink) error
 }
 
 // routeKey is the routing key of a customer-scoped request.

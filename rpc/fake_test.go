@@ -109,6 +109,35 @@ func (b *fakeBackend) SetShardHome(context.Context, int, string) error {
 	return fmt.Errorf("%w: one node", cluster.ErrUnavailable)
 }
 
+func (b *fakeBackend) CompactShards(_ context.Context, shards []int, _ uint64) ([]cluster.ReplicaCompaction, error) {
+	for _, id := range shards {
+		if id != 0 {
+			return nil, &fsm.Error{Code: fsm.CodeInvalidArgument, Field: "shards", Message: fmt.Sprintf("no shard %d (the cluster has 1)", id)}
+		}
+	}
+	return []cluster.ReplicaCompaction{{Shard: 0, Node: "fake", State: "Leader", Err: "nothing new to snapshot"}}, nil
+}
+
+// SaveSnapshot captures the fake's FSM as cluster.Node does on a leader.
+func (b *fakeBackend) SaveSnapshot(_ context.Context, shard int, sink cluster.SnapshotSink) error {
+	if shard != 0 {
+		return &fsm.Error{Code: fsm.CodeInvalidArgument, Field: "shards", Message: fmt.Sprintf("no shard %d (the cluster has 1)", shard)}
+	}
+	b.mu.Lock()
+	c, err := b.f.CaptureSnapshot()
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	h := c.Header()
+	if err := sink.Begin(cluster.SnapshotInfo{Shard: 0, Node: "fake", Index: h.Index, Term: h.Term,
+		PolicyVersion: h.PolicyVersion, Customers: h.Customers, Dedupe: h.Dedupe}); err != nil {
+		return err
+	}
+	return c.Write(sink)
+}
+
 func (b *fakeBackend) SetPolicy(ctx context.Context, text, format string) (uint64, error) {
 	_, _, v := b.f.Policy()
 	res, err := b.Apply(ctx, "", &fsm.Command{SetPolicy: &fsm.PolicyOp{Text: text, Format: format, Version: v + 1}})

@@ -884,6 +884,416 @@ func (*SetShardHomeResponse) Descriptor() ([]byte, []int) {
 	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
+// CompactShardsRequest names the shards to compact.
+type CompactShardsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// shards to compact; empty compacts every shard.
+	Shards []uint32 `protobuf:"varint,1,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	// keep_entries is how many of the newest log entries each replica keeps
+	// (as raft's own snapshots keep 10240 by default), so a follower that lags
+	// by fewer catches up from the log rather than from a snapshot. 0 drops
+	// every entry the snapshot covers.
+	KeepEntries   uint64 `protobuf:"varint,2,opt,name=keep_entries,json=keepEntries,proto3" json:"keep_entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactShardsRequest) Reset() {
+	*x = CompactShardsRequest{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactShardsRequest) ProtoMessage() {}
+
+func (x *CompactShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactShardsRequest.ProtoReflect.Descriptor instead.
+func (*CompactShardsRequest) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CompactShardsRequest) GetShards() []uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *CompactShardsRequest) GetKeepEntries() uint64 {
+	if x != nil {
+		return x.KeepEntries
+	}
+	return 0
+}
+
+// CompactShardsResponse has one row per replica, by shard then node.
+type CompactShardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replicas      []*ReplicaCompaction   `protobuf:"bytes,1,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactShardsResponse) Reset() {
+	*x = CompactShardsResponse{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactShardsResponse) ProtoMessage() {}
+
+func (x *CompactShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactShardsResponse.ProtoReflect.Descriptor instead.
+func (*CompactShardsResponse) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CompactShardsResponse) GetReplicas() []*ReplicaCompaction {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// ReplicaCompaction is what one replica did.
+type ReplicaCompaction struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Shard  uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	NodeId string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// state is the replica's raft state (Leader, Follower, ...) when it
+	// answered; "unreachable" when its node did not answer, "not open" when the
+	// node answered without hosting the shard (yet).
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// snapshot_index is the last log index the snapshot includes (0 when the
+	// replica took none).
+	SnapshotIndex uint64 `protobuf:"varint,4,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
+	// first_index and last_index bound the raft log the replica keeps after
+	// compaction (both 0 when it keeps none: everything is in the snapshot).
+	FirstIndex uint64 `protobuf:"varint,5,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
+	LastIndex  uint64 `protobuf:"varint,6,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// error says why the replica took no snapshot ("" when it took one).
+	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// failed is set when the replica could not compact (refused, unreachable,
+	// not open); an error without failed is nothing to do ("nothing new to
+	// snapshot": the shard has applied nothing yet).
+	Failed        bool `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaCompaction) Reset() {
+	*x = ReplicaCompaction{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaCompaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaCompaction) ProtoMessage() {}
+
+func (x *ReplicaCompaction) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaCompaction.ProtoReflect.Descriptor instead.
+func (*ReplicaCompaction) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReplicaCompaction) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ReplicaCompaction) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReplicaCompaction) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ReplicaCompaction) GetSnapshotIndex() uint64 {
+	if x != nil {
+		return x.SnapshotIndex
+	}
+	return 0
+}
+
+func (x *ReplicaCompaction) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
+func (x *ReplicaCompaction) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *ReplicaCompaction) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ReplicaCompaction) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+// SaveSnapshotRequest names the shard.
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SaveSnapshotRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+// SaveSnapshotResponse is one message of the stream: the first has info and
+// no data, every later one data only.
+type SaveSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Info  *SnapshotInfo          `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// data is the next chunk of the snapshot's bytes.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotResponse) Reset() {
+	*x = SaveSnapshotResponse{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotResponse) ProtoMessage() {}
+
+func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SaveSnapshotResponse) GetInfo() *SnapshotInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// SnapshotInfo describes a saved snapshot (the same values its header holds).
+type SnapshotInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// applied_index and term are the last log entry the state includes.
+	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Term          uint64 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	PolicyVersion uint64 `protobuf:"varint,4,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
+	Customers     uint64 `protobuf:"varint,5,opt,name=customers,proto3" json:"customers,omitempty"`
+	DedupeEntries uint64 `protobuf:"varint,6,opt,name=dedupe_entries,json=dedupeEntries,proto3" json:"dedupe_entries,omitempty"`
+	// node_id is the leader that captured it.
+	NodeId        string `protobuf:"bytes,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotInfo) Reset() {
+	*x = SnapshotInfo{}
+	mi := &file_capstan_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotInfo) ProtoMessage() {}
+
+func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
+func (*SnapshotInfo) Descriptor() ([]byte, []int) {
+	return file_capstan_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SnapshotInfo) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetPolicyVersion() uint64 {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetCustomers() uint64 {
+	if x != nil {
+		return x.Customers
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetDedupeEntries() uint64 {
+	if x != nil {
+		return x.DedupeEntries
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 var File_capstan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_capstan_v1_admin_proto_rawDesc = "" +
@@ -960,14 +1370,45 @@ const file_capstan_v1_admin_proto_rawDesc = "" +
 	"\x13SetShardHomeRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\"\x16\n" +
-	"\x14SetShardHomeResponse2\xa2\x03\n" +
+	"\x14SetShardHomeResponse\"Q\n" +
+	"\x14CompactShardsRequest\x12\x16\n" +
+	"\x06shards\x18\x01 \x03(\rR\x06shards\x12!\n" +
+	"\fkeep_entries\x18\x02 \x01(\x04R\vkeepEntries\"R\n" +
+	"\x15CompactShardsResponse\x129\n" +
+	"\breplicas\x18\x01 \x03(\v2\x1d.capstan.v1.ReplicaCompactionR\breplicas\"\xed\x01\n" +
+	"\x11ReplicaCompaction\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12%\n" +
+	"\x0esnapshot_index\x18\x04 \x01(\x04R\rsnapshotIndex\x12\x1f\n" +
+	"\vfirst_index\x18\x05 \x01(\x04R\n" +
+	"firstIndex\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x06 \x01(\x04R\tlastIndex\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x16\n" +
+	"\x06failed\x18\b \x01(\bR\x06failed\"+\n" +
+	"\x13SaveSnapshotRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\"X\n" +
+	"\x14SaveSnapshotResponse\x12,\n" +
+	"\x04info\x18\x01 \x01(\v2\x18.capstan.v1.SnapshotInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xe2\x01\n" +
+	"\fSnapshotInfo\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12%\n" +
+	"\x0epolicy_version\x18\x04 \x01(\x04R\rpolicyVersion\x12\x1c\n" +
+	"\tcustomers\x18\x05 \x01(\x04R\tcustomers\x12%\n" +
+	"\x0ededupe_entries\x18\x06 \x01(\x04R\rdedupeEntries\x12\x17\n" +
+	"\anode_id\x18\a \x01(\tR\x06nodeId2\xd2\x04\n" +
 	"\fAdminService\x12D\n" +
 	"\x06Status\x12\x19.capstan.v1.StatusRequest\x1a\x1a.capstan.v1.StatusResponse\"\x03\x90\x02\x01\x12G\n" +
 	"\aMembers\x12\x1a.capstan.v1.MembersRequest\x1a\x1b.capstan.v1.MembersResponse\"\x03\x90\x02\x01\x12c\n" +
 	"\x12TransferLeadership\x12%.capstan.v1.TransferLeadershipRequest\x1a&.capstan.v1.TransferLeadershipResponse\x12K\n" +
 	"\n" +
 	"RemoveNode\x12\x1d.capstan.v1.RemoveNodeRequest\x1a\x1e.capstan.v1.RemoveNodeResponse\x12Q\n" +
-	"\fSetShardHome\x12\x1f.capstan.v1.SetShardHomeRequest\x1a .capstan.v1.SetShardHomeResponseB@Z>github.com/capstanhq/capstan/internal/gen/capstan/v1;capstanv1b\x06proto3"
+	"\fSetShardHome\x12\x1f.capstan.v1.SetShardHomeRequest\x1a .capstan.v1.SetShardHomeResponse\x12T\n" +
+	"\rCompactShards\x12 .capstan.v1.CompactShardsRequest\x1a!.capstan.v1.CompactShardsResponse\x12X\n" +
+	"\fSaveSnapshot\x12\x1f.capstan.v1.SaveSnapshotRequest\x1a .capstan.v1.SaveSnapshotResponse\"\x03\x90\x02\x010\x01B@Z>github.com/capstanhq/capstan/internal/gen/capstan/v1;capstanv1b\x06proto3"
 
 var (
 	file_capstan_v1_admin_proto_rawDescOnce sync.Once
@@ -981,7 +1422,7 @@ func file_capstan_v1_admin_proto_rawDescGZIP() []byte {
 	return file_capstan_v1_admin_proto_rawDescData
 }
 
-var file_capstan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_capstan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_capstan_v1_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: capstan.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: capstan.v1.StatusResponse
@@ -996,28 +1437,40 @@ var file_capstan_v1_admin_proto_goTypes = []any{
 	(*RemoveNodeResponse)(nil),         // 10: capstan.v1.RemoveNodeResponse
 	(*SetShardHomeRequest)(nil),        // 11: capstan.v1.SetShardHomeRequest
 	(*SetShardHomeResponse)(nil),       // 12: capstan.v1.SetShardHomeResponse
-	nil,                                // 13: capstan.v1.RemoveNodeResponse.ReplacementsEntry
+	(*CompactShardsRequest)(nil),       // 13: capstan.v1.CompactShardsRequest
+	(*CompactShardsResponse)(nil),      // 14: capstan.v1.CompactShardsResponse
+	(*ReplicaCompaction)(nil),          // 15: capstan.v1.ReplicaCompaction
+	(*SaveSnapshotRequest)(nil),        // 16: capstan.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),       // 17: capstan.v1.SaveSnapshotResponse
+	(*SnapshotInfo)(nil),               // 18: capstan.v1.SnapshotInfo
+	nil,                                // 19: capstan.v1.RemoveNodeResponse.ReplacementsEntry
 }
 var file_capstan_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: capstan.v1.StatusResponse.shards:type_name -> capstan.v1.ShardStatus
 	3,  // 1: capstan.v1.ShardStatus.replicas:type_name -> capstan.v1.ReplicaStatus
 	6,  // 2: capstan.v1.MembersResponse.members:type_name -> capstan.v1.Member
-	13, // 3: capstan.v1.RemoveNodeResponse.replacements:type_name -> capstan.v1.RemoveNodeResponse.ReplacementsEntry
-	0,  // 4: capstan.v1.AdminService.Status:input_type -> capstan.v1.StatusRequest
-	4,  // 5: capstan.v1.AdminService.Members:input_type -> capstan.v1.MembersRequest
-	7,  // 6: capstan.v1.AdminService.TransferLeadership:input_type -> capstan.v1.TransferLeadershipRequest
-	9,  // 7: capstan.v1.AdminService.RemoveNode:input_type -> capstan.v1.RemoveNodeRequest
-	11, // 8: capstan.v1.AdminService.SetShardHome:input_type -> capstan.v1.SetShardHomeRequest
-	1,  // 9: capstan.v1.AdminService.Status:output_type -> capstan.v1.StatusResponse
-	5,  // 10: capstan.v1.AdminService.Members:output_type -> capstan.v1.MembersResponse
-	8,  // 11: capstan.v1.AdminService.TransferLeadership:output_type -> capstan.v1.TransferLeadershipResponse
-	10, // 12: capstan.v1.AdminService.RemoveNode:output_type -> capstan.v1.RemoveNodeResponse
-	12, // 13: capstan.v1.AdminService.SetShardHome:output_type -> capstan.v1.SetShardHomeResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	19, // 3: capstan.v1.RemoveNodeResponse.replacements:type_name -> capstan.v1.RemoveNodeResponse.ReplacementsEntry
+	15, // 4: capstan.v1.CompactShardsResponse.replicas:type_name -> capstan.v1.ReplicaCompaction
+	18, // 5: capstan.v1.SaveSnapshotResponse.info:type_name -> capstan.v1.SnapshotInfo
+	0,  // 6: capstan.v1.AdminService.Status:input_type -> capstan.v1.StatusRequest
+	4,  // 7: capstan.v1.AdminService.Members:input_type -> capstan.v1.MembersRequest
+	7,  // 8: capstan.v1.AdminService.TransferLeadership:input_type -> capstan.v1.TransferLeadershipRequest
+	9,  // 9: capstan.v1.AdminService.RemoveNode:input_type -> capstan.v1.RemoveNodeRequest
+	11, // 10: capstan.v1.AdminService.SetShardHome:input_type -> capstan.v1.SetShardHomeRequest
+	13, // 11: capstan.v1.AdminService.CompactShards:input_type -> capstan.v1.CompactShardsRequest
+	16, // 12: capstan.v1.AdminService.SaveSnapshot:input_type -> capstan.v1.SaveSnapshotRequest
+	1,  // 13: capstan.v1.AdminService.Status:output_type -> capstan.v1.StatusResponse
+	5,  // 14: capstan.v1.AdminService.Members:output_type -> capstan.v1.MembersResponse
+	8,  // 15: capstan.v1.AdminService.TransferLeadership:output_type -> capstan.v1.TransferLeadershipResponse
+	10, // 16: capstan.v1.AdminService.RemoveNode:output_type -> capstan.v1.RemoveNodeResponse
+	12, // 17: capstan.v1.AdminService.SetShardHome:output_type -> capstan.v1.SetShardHomeResponse
+	14, // 18: capstan.v1.AdminService.CompactShards:output_type -> capstan.v1.CompactShardsResponse
+	17, // 19: capstan.v1.AdminService.SaveSnapshot:output_type -> capstan.v1.SaveSnapshotResponse
+	13, // [13:20] is the sub-list for method output_type
+	6,  // [6:13] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_capstan_v1_admin_proto_init() }
@@ -1031,7 +1484,7 @@ func file_capstan_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capstan_v1_admin_proto_rawDesc), len(file_capstan_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1247,6 +1247,432 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{15}
 }
 
+// CompactRequest names the shards to compact on this node.
+type CompactRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Shards []uint32               `protobuf:"varint,1,rep,packed,name=shards,proto3" json:"shards,omitempty"`
+	// keep_entries: the newest log entries each replica keeps.
+	KeepEntries   uint64 `protobuf:"varint,2,opt,name=keep_entries,json=keepEntries,proto3" json:"keep_entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactRequest) Reset() {
+	*x = CompactRequest{}
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactRequest) ProtoMessage() {}
+
+func (x *CompactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
+func (*CompactRequest) Descriptor() ([]byte, []int) {
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CompactRequest) GetShards() []uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *CompactRequest) GetKeepEntries() uint64 {
+	if x != nil {
+		return x.KeepEntries
+	}
+	return 0
+}
+
+// CompactResponse has one row per shard named.
+type CompactResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Compactions   []*Compaction          `protobuf:"bytes,1,rep,name=compactions,proto3" json:"compactions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactResponse) Reset() {
+	*x = CompactResponse{}
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactResponse) ProtoMessage() {}
+
+func (x *CompactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
+func (*CompactResponse) Descriptor() ([]byte, []int) {
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CompactResponse) GetCompactions() []*Compaction {
+	if x != nil {
+		return x.Compactions
+	}
+	return nil
+}
+
+// Compaction is one replica's compaction.
+type Compaction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// hosted is false when this node has no replica of the shard.
+	Hosted        bool   `protobuf:"varint,2,opt,name=hosted,proto3" json:"hosted,omitempty"`
+	State         string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	SnapshotIndex uint64 `protobuf:"varint,4,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
+	FirstIndex    uint64 `protobuf:"varint,5,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
+	LastIndex     uint64 `protobuf:"varint,6,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// failed: see capstan.v1.ReplicaCompaction.failed.
+	Failed        bool `protobuf:"varint,8,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compaction) Reset() {
+	*x = Compaction{}
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compaction) ProtoMessage() {}
+
+func (x *Compaction) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compaction.ProtoReflect.Descriptor instead.
+func (*Compaction) Descriptor() ([]byte, []int) {
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Compaction) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *Compaction) GetHosted() bool {
+	if x != nil {
+		return x.Hosted
+	}
+	return false
+}
+
+func (x *Compaction) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Compaction) GetSnapshotIndex() uint64 {
+	if x != nil {
+		return x.SnapshotIndex
+	}
+	return 0
+}
+
+func (x *Compaction) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
+func (x *Compaction) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *Compaction) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Compaction) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+// SaveSnapshotRequest names the shard.
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SaveSnapshotRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+// SaveSnapshotResponse is the first message (outcome, and info when OK) or a
+// data chunk.
+type SaveSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=capstan.cluster.v1.Outcome" json:"outcome,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Error         *Error                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Info          *SnapshotInfo          `protobuf:"bytes,5,opt,name=info,proto3" json:"info,omitempty"`
+	Data          []byte                 `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotResponse) Reset() {
+	*x = SaveSnapshotResponse{}
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotResponse) ProtoMessage() {}
+
+func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SaveSnapshotResponse) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+func (x *SaveSnapshotResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *SaveSnapshotResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *SaveSnapshotResponse) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetInfo() *SnapshotInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// SnapshotInfo is the saved snapshot's header.
+type SnapshotInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         uint32                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Term          uint64                 `protobuf:"varint,3,opt,name=term,proto3" json:"term,omitempty"`
+	PolicyVersion uint64                 `protobuf:"varint,4,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`
+	Customers     uint64                 `protobuf:"varint,5,opt,name=customers,proto3" json:"customers,omitempty"`
+	DedupeEntries uint64                 `protobuf:"varint,6,opt,name=dedupe_entries,json=dedupeEntries,proto3" json:"dedupe_entries,omitempty"`
+	NodeId        string                 `protobuf:"bytes,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotInfo) Reset() {
+	*x = SnapshotInfo{}
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotInfo) ProtoMessage() {}
+
+func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_capstan_cluster_v1_forward_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
+func (*SnapshotInfo) Descriptor() ([]byte, []int) {
+	return file_capstan_cluster_v1_forward_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SnapshotInfo) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetPolicyVersion() uint64 {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetCustomers() uint64 {
+	if x != nil {
+		return x.Customers
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetDedupeEntries() uint64 {
+	if x != nil {
+		return x.DedupeEntries
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 var File_capstan_cluster_v1_forward_proto protoreflect.FileDescriptor
 
 const file_capstan_cluster_v1_forward_proto_rawDesc = "" +
@@ -1335,7 +1761,41 @@ const file_capstan_cluster_v1_forward_proto_rawDesc = "" +
 	" \x01(\tR\rleaderAddress\"&\n" +
 	"\fLeaveRequest\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x0f\n" +
-	"\rLeaveResponse*\xa2\x01\n" +
+	"\rLeaveResponse\"K\n" +
+	"\x0eCompactRequest\x12\x16\n" +
+	"\x06shards\x18\x01 \x03(\rR\x06shards\x12!\n" +
+	"\fkeep_entries\x18\x02 \x01(\x04R\vkeepEntries\"S\n" +
+	"\x0fCompactResponse\x12@\n" +
+	"\vcompactions\x18\x01 \x03(\v2\x1e.capstan.cluster.v1.CompactionR\vcompactions\"\xe5\x01\n" +
+	"\n" +
+	"Compaction\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x16\n" +
+	"\x06hosted\x18\x02 \x01(\bR\x06hosted\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12%\n" +
+	"\x0esnapshot_index\x18\x04 \x01(\x04R\rsnapshotIndex\x12\x1f\n" +
+	"\vfirst_index\x18\x05 \x01(\x04R\n" +
+	"firstIndex\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x06 \x01(\x04R\tlastIndex\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x16\n" +
+	"\x06failed\x18\b \x01(\bR\x06failed\"+\n" +
+	"\x13SaveSnapshotRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\"\xff\x01\n" +
+	"\x14SaveSnapshotResponse\x125\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2\x1b.capstan.cluster.v1.OutcomeR\aoutcome\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12/\n" +
+	"\x05error\x18\x04 \x01(\v2\x19.capstan.cluster.v1.ErrorR\x05error\x124\n" +
+	"\x04info\x18\x05 \x01(\v2 .capstan.cluster.v1.SnapshotInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x06 \x01(\fR\x04data\"\xd3\x01\n" +
+	"\fSnapshotInfo\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x03 \x01(\x04R\x04term\x12%\n" +
+	"\x0epolicy_version\x18\x04 \x01(\x04R\rpolicyVersion\x12\x1c\n" +
+	"\tcustomers\x18\x05 \x01(\x04R\tcustomers\x12%\n" +
+	"\x0ededupe_entries\x18\x06 \x01(\x04R\rdedupeEntries\x12\x17\n" +
+	"\anode_id\x18\a \x01(\tR\x06nodeId*\xa2\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1350,7 +1810,7 @@ const file_capstan_cluster_v1_forward_proto_rawDesc = "" +
 	"\x1cSHARD_OP_TRANSFER_LEADERSHIP\x10\x01\x12\x16\n" +
 	"\x12SHARD_OP_ADD_VOTER\x10\x02\x12\x1a\n" +
 	"\x16SHARD_OP_REMOVE_SERVER\x10\x03\x12\x1c\n" +
-	"\x18SHARD_OP_HOLD_LEADERSHIP\x10\x042\xe5\x04\n" +
+	"\x18SHARD_OP_HOLD_LEADERSHIP\x10\x042\xa3\x06\n" +
 	"\x0eForwardService\x12L\n" +
 	"\x05Apply\x12 .capstan.cluster.v1.ApplyRequest\x1a!.capstan.cluster.v1.ApplyResponse\x12Q\n" +
 	"\x05Query\x12 .capstan.cluster.v1.QueryRequest\x1a!.capstan.cluster.v1.QueryResponse\"\x03\x90\x02\x01\x12T\n" +
@@ -1359,7 +1819,9 @@ const file_capstan_cluster_v1_forward_proto_rawDesc = "" +
 	"\aShardOp\x12\".capstan.cluster.v1.ShardOpRequest\x1a#.capstan.cluster.v1.ShardOpResponse\x12`\n" +
 	"\n" +
 	"NodeStatus\x12%.capstan.cluster.v1.NodeStatusRequest\x1a&.capstan.cluster.v1.NodeStatusResponse\"\x03\x90\x02\x01\x12L\n" +
-	"\x05Leave\x12 .capstan.cluster.v1.LeaveRequest\x1a!.capstan.cluster.v1.LeaveResponseBHZFgithub.com/capstanhq/capstan/internal/gen/capstan/cluster/v1;clusterv1b\x06proto3"
+	"\x05Leave\x12 .capstan.cluster.v1.LeaveRequest\x1a!.capstan.cluster.v1.LeaveResponse\x12R\n" +
+	"\aCompact\x12\".capstan.cluster.v1.CompactRequest\x1a#.capstan.cluster.v1.CompactResponse\x12h\n" +
+	"\fSaveSnapshot\x12'.capstan.cluster.v1.SaveSnapshotRequest\x1a(.capstan.cluster.v1.SaveSnapshotResponse\"\x03\x90\x02\x010\x01BHZFgithub.com/capstanhq/capstan/internal/gen/capstan/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_capstan_cluster_v1_forward_proto_rawDescOnce sync.Once
@@ -1374,26 +1836,32 @@ func file_capstan_cluster_v1_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_capstan_cluster_v1_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_capstan_cluster_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_capstan_cluster_v1_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_capstan_cluster_v1_forward_proto_goTypes = []any{
-	(Outcome)(0),               // 0: capstan.cluster.v1.Outcome
-	(ShardOp)(0),               // 1: capstan.cluster.v1.ShardOp
-	(*Error)(nil),              // 2: capstan.cluster.v1.Error
-	(*ApplyRequest)(nil),       // 3: capstan.cluster.v1.ApplyRequest
-	(*ApplyResponse)(nil),      // 4: capstan.cluster.v1.ApplyResponse
-	(*QueryRequest)(nil),       // 5: capstan.cluster.v1.QueryRequest
-	(*QueryResponse)(nil),      // 6: capstan.cluster.v1.QueryResponse
-	(*LookupRequest)(nil),      // 7: capstan.cluster.v1.LookupRequest
-	(*LookupResponse)(nil),     // 8: capstan.cluster.v1.LookupResponse
-	(*MetaApplyRequest)(nil),   // 9: capstan.cluster.v1.MetaApplyRequest
-	(*MetaApplyResponse)(nil),  // 10: capstan.cluster.v1.MetaApplyResponse
-	(*ShardOpRequest)(nil),     // 11: capstan.cluster.v1.ShardOpRequest
-	(*ShardOpResponse)(nil),    // 12: capstan.cluster.v1.ShardOpResponse
-	(*NodeStatusRequest)(nil),  // 13: capstan.cluster.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil), // 14: capstan.cluster.v1.NodeStatusResponse
-	(*Replica)(nil),            // 15: capstan.cluster.v1.Replica
-	(*LeaveRequest)(nil),       // 16: capstan.cluster.v1.LeaveRequest
-	(*LeaveResponse)(nil),      // 17: capstan.cluster.v1.LeaveResponse
+	(Outcome)(0),                 // 0: capstan.cluster.v1.Outcome
+	(ShardOp)(0),                 // 1: capstan.cluster.v1.ShardOp
+	(*Error)(nil),                // 2: capstan.cluster.v1.Error
+	(*ApplyRequest)(nil),         // 3: capstan.cluster.v1.ApplyRequest
+	(*ApplyResponse)(nil),        // 4: capstan.cluster.v1.ApplyResponse
+	(*QueryRequest)(nil),         // 5: capstan.cluster.v1.QueryRequest
+	(*QueryResponse)(nil),        // 6: capstan.cluster.v1.QueryResponse
+	(*LookupRequest)(nil),        // 7: capstan.cluster.v1.LookupRequest
+	(*LookupResponse)(nil),       // 8: capstan.cluster.v1.LookupResponse
+	(*MetaApplyRequest)(nil),     // 9: capstan.cluster.v1.MetaApplyRequest
+	(*MetaApplyResponse)(nil),    // 10: capstan.cluster.v1.MetaApplyResponse
+	(*ShardOpRequest)(nil),       // 11: capstan.cluster.v1.ShardOpRequest
+	(*ShardOpResponse)(nil),      // 12: capstan.cluster.v1.ShardOpResponse
+	(*NodeStatusRequest)(nil),    // 13: capstan.cluster.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),   // 14: capstan.cluster.v1.NodeStatusResponse
+	(*Replica)(nil),              // 15: capstan.cluster.v1.Replica
+	(*LeaveRequest)(nil),         // 16: capstan.cluster.v1.LeaveRequest
+	(*LeaveResponse)(nil),        // 17: capstan.cluster.v1.LeaveResponse
+	(*CompactRequest)(nil),       // 18: capstan.cluster.v1.CompactRequest
+	(*CompactResponse)(nil),      // 19: capstan.cluster.v1.CompactResponse
+	(*Compaction)(nil),           // 20: capstan.cluster.v1.Compaction
+	(*SaveSnapshotRequest)(nil),  // 21: capstan.cluster.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil), // 22: capstan.cluster.v1.SaveSnapshotResponse
+	(*SnapshotInfo)(nil),         // 23: capstan.cluster.v1.SnapshotInfo
 }
 var file_capstan_cluster_v1_forward_proto_depIdxs = []int32{
 	0,  // 0: capstan.cluster.v1.ApplyResponse.outcome:type_name -> capstan.cluster.v1.Outcome
@@ -1406,25 +1874,33 @@ var file_capstan_cluster_v1_forward_proto_depIdxs = []int32{
 	0,  // 7: capstan.cluster.v1.ShardOpResponse.outcome:type_name -> capstan.cluster.v1.Outcome
 	2,  // 8: capstan.cluster.v1.ShardOpResponse.error:type_name -> capstan.cluster.v1.Error
 	15, // 9: capstan.cluster.v1.NodeStatusResponse.replicas:type_name -> capstan.cluster.v1.Replica
-	3,  // 10: capstan.cluster.v1.ForwardService.Apply:input_type -> capstan.cluster.v1.ApplyRequest
-	5,  // 11: capstan.cluster.v1.ForwardService.Query:input_type -> capstan.cluster.v1.QueryRequest
-	7,  // 12: capstan.cluster.v1.ForwardService.Lookup:input_type -> capstan.cluster.v1.LookupRequest
-	9,  // 13: capstan.cluster.v1.ForwardService.MetaApply:input_type -> capstan.cluster.v1.MetaApplyRequest
-	11, // 14: capstan.cluster.v1.ForwardService.ShardOp:input_type -> capstan.cluster.v1.ShardOpRequest
-	13, // 15: capstan.cluster.v1.ForwardService.NodeStatus:input_type -> capstan.cluster.v1.NodeStatusRequest
-	16, // 16: capstan.cluster.v1.ForwardService.Leave:input_type -> capstan.cluster.v1.LeaveRequest
-	4,  // 17: capstan.cluster.v1.ForwardService.Apply:output_type -> capstan.cluster.v1.ApplyResponse
-	6,  // 18: capstan.cluster.v1.ForwardService.Query:output_type -> capstan.cluster.v1.QueryResponse
-	8,  // 19: capstan.cluster.v1.ForwardService.Lookup:output_type -> capstan.cluster.v1.LookupResponse
-	10, // 20: capstan.cluster.v1.ForwardService.MetaApply:output_type -> capstan.cluster.v1.MetaApplyResponse
-	12, // 21: capstan.cluster.v1.ForwardService.ShardOp:output_type -> capstan.cluster.v1.ShardOpResponse
-	14, // 22: capstan.cluster.v1.ForwardService.NodeStatus:output_type -> capstan.cluster.v1.NodeStatusResponse
-	17, // 23: capstan.cluster.v1.ForwardService.Leave:output_type -> capstan.cluster.v1.LeaveResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	20, // 10: capstan.cluster.v1.CompactResponse.compactions:type_name -> capstan.cluster.v1.Compaction
+	0,  // 11: capstan.cluster.v1.SaveSnapshotResponse.outcome:type_name -> capstan.cluster.v1.Outcome
+	2,  // 12: capstan.cluster.v1.SaveSnapshotResponse.error:type_name -> capstan.cluster.v1.Error
+	23, // 13: capstan.cluster.v1.SaveSnapshotResponse.info:type_name -> capstan.cluster.v1.SnapshotInfo
+	3,  // 14: capstan.cluster.v1.ForwardService.Apply:input_type -> capstan.cluster.v1.ApplyRequest
+	5,  // 15: capstan.cluster.v1.ForwardService.Query:input_type -> capstan.cluster.v1.QueryRequest
+	7,  // 16: capstan.cluster.v1.ForwardService.Lookup:input_type -> capstan.cluster.v1.LookupRequest
+	9,  // 17: capstan.cluster.v1.ForwardService.MetaApply:input_type -> capstan.cluster.v1.MetaApplyRequest
+	11, // 18: capstan.cluster.v1.ForwardService.ShardOp:input_type -> capstan.cluster.v1.ShardOpRequest
+	13, // 19: capstan.cluster.v1.ForwardService.NodeStatus:input_type -> capstan.cluster.v1.NodeStatusRequest
+	16, // 20: capstan.cluster.v1.ForwardService.Leave:input_type -> capstan.cluster.v1.LeaveRequest
+	18, // 21: capstan.cluster.v1.ForwardService.Compact:input_type -> capstan.cluster.v1.CompactRequest
+	21, // 22: capstan.cluster.v1.ForwardService.SaveSnapshot:input_type -> capstan.cluster.v1.SaveSnapshotRequest
+	4,  // 23: capstan.cluster.v1.ForwardService.Apply:output_type -> capstan.cluster.v1.ApplyResponse
+	6,  // 24: capstan.cluster.v1.ForwardService.Query:output_type -> capstan.cluster.v1.QueryResponse
+	8,  // 25: capstan.cluster.v1.ForwardService.Lookup:output_type -> capstan.cluster.v1.LookupResponse
+	10, // 26: capstan.cluster.v1.ForwardService.MetaApply:output_type -> capstan.cluster.v1.MetaApplyResponse
+	12, // 27: capstan.cluster.v1.ForwardService.ShardOp:output_type -> capstan.cluster.v1.ShardOpResponse
+	14, // 28: capstan.cluster.v1.ForwardService.NodeStatus:output_type -> capstan.cluster.v1.NodeStatusResponse
+	17, // 29: capstan.cluster.v1.ForwardService.Leave:output_type -> capstan.cluster.v1.LeaveResponse
+	19, // 30: capstan.cluster.v1.ForwardService.Compact:output_type -> capstan.cluster.v1.CompactResponse
+	22, // 31: capstan.cluster.v1.ForwardService.SaveSnapshot:output_type -> capstan.cluster.v1.SaveSnapshotResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_capstan_cluster_v1_forward_proto_init() }
@@ -1438,7 +1914,7 @@ func file_capstan_cluster_v1_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capstan_cluster_v1_forward_proto_rawDesc), len(file_capstan_cluster_v1_forward_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

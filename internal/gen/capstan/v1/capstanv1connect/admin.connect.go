@@ -45,6 +45,12 @@ const (
 	// AdminServiceSetShardHomeProcedure is the fully-qualified name of the AdminService's SetShardHome
 	// RPC.
 	AdminServiceSetShardHomeProcedure = "/capstan.v1.AdminService/SetShardHome"
+	// AdminServiceCompactShardsProcedure is the fully-qualified name of the AdminService's
+	// CompactShards RPC.
+	AdminServiceCompactShardsProcedure = "/capstan.v1.AdminService/CompactShards"
+	// AdminServiceSaveSnapshotProcedure is the fully-qualified name of the AdminService's SaveSnapshot
+	// RPC.
+	AdminServiceSaveSnapshotProcedure = "/capstan.v1.AdminService/SaveSnapshot"
 )
 
 // AdminServiceClient is a client for the capstan.v1.AdminService service.
@@ -74,6 +80,25 @@ type AdminServiceClient interface {
 	// INVALID_ARGUMENT when no member of the cluster (removed nodes aside) is in
 	// that region, or there is no such shard.
 	SetShardHome(context.Context, *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error)
+	// CompactShards takes a raft snapshot now on every replica of the named
+	// shards (every shard when none is named), on every node the cluster map
+	// places one, and truncates each replica's raft log up to its snapshot
+	// (keeping at least keep_entries of the newest entries). It adds nothing to
+	// any log: each replica snapshots the state it has applied. It answers one
+	// row per replica; a replica that refused or did not answer is a row with
+	// failed set, and the call itself still succeeds. INVALID_ARGUMENT for a
+	// shard the cluster does not have.
+	CompactShards(context.Context, *connect.Request[v1.CompactShardsRequest]) (*connect.Response[v1.CompactShardsResponse], error)
+	// SaveSnapshot streams a consistent copy of one shard's state in the
+	// snapshot format a shard's raft snapshots use (package snapshot: header,
+	// customers, idempotency records, SHA-256 trailer): the first message
+	// carries info only, every later one a chunk of the bytes, in order. The
+	// shard's leader takes it after confirming its leadership and catching up
+	// with its log, so it includes every decision acknowledged before the call;
+	// nothing changes on the server. INVALID_ARGUMENT for a shard the cluster
+	// does not have; UNAVAILABLE when no leader answered in time, or when the
+	// stream was cut (call it again: a partial copy is not a snapshot).
+	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest]) (*connect.ServerStreamForClient[v1.SaveSnapshotResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the capstan.v1.AdminService service. By default, it
@@ -119,6 +144,19 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("SetShardHome")),
 			connect.WithClientOptions(opts...),
 		),
+		compactShards: connect.NewClient[v1.CompactShardsRequest, v1.CompactShardsResponse](
+			httpClient,
+			baseURL+AdminServiceCompactShardsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CompactShards")),
+			connect.WithClientOptions(opts...),
+		),
+		saveSnapshot: connect.NewClient[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse](
+			httpClient,
+			baseURL+AdminServiceSaveSnapshotProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SaveSnapshot")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -129,6 +167,8 @@ type adminServiceClient struct {
 	transferLeadership *connect.Client[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse]
 	removeNode         *connect.Client[v1.RemoveNodeRequest, v1.RemoveNodeResponse]
 	setShardHome       *connect.Client[v1.SetShardHomeRequest, v1.SetShardHomeResponse]
+	compactShards      *connect.Client[v1.CompactShardsRequest, v1.CompactShardsResponse]
+	saveSnapshot       *connect.Client[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse]
 }
 
 // Status calls capstan.v1.AdminService.Status.
@@ -154,6 +194,16 @@ func (c *adminServiceClient) RemoveNode(ctx context.Context, req *connect.Reques
 // SetShardHome calls capstan.v1.AdminService.SetShardHome.
 func (c *adminServiceClient) SetShardHome(ctx context.Context, req *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error) {
 	return c.setShardHome.CallUnary(ctx, req)
+}
+
+// CompactShards calls capstan.v1.AdminService.CompactShards.
+func (c *adminServiceClient) CompactShards(ctx context.Context, req *connect.Request[v1.CompactShardsRequest]) (*connect.Response[v1.CompactShardsResponse], error) {
+	return c.compactShards.CallUnary(ctx, req)
+}
+
+// SaveSnapshot calls capstan.v1.AdminService.SaveSnapshot.
+func (c *adminServiceClient) SaveSnapshot(ctx context.Context, req *connect.Request[v1.SaveSnapshotRequest]) (*connect.ServerStreamForClient[v1.SaveSnapshotResponse], error) {
+	return c.saveSnapshot.CallServerStream(ctx, req)
 }
 
 // AdminServiceHandler is an implementation of the capstan.v1.AdminService service.
@@ -183,6 +233,25 @@ type AdminServiceHandler interface {
 	// INVALID_ARGUMENT when no member of the cluster (removed nodes aside) is in
 	// that region, or there is no such shard.
 	SetShardHome(context.Context, *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error)
+	// CompactShards takes a raft snapshot now on every replica of the named
+	// shards (every shard when none is named), on every node the cluster map
+	// places one, and truncates each replica's raft log up to its snapshot
+	// (keeping at least keep_entries of the newest entries). It adds nothing to
+	// any log: each replica snapshots the state it has applied. It answers one
+	// row per replica; a replica that refused or did not answer is a row with
+	// failed set, and the call itself still succeeds. INVALID_ARGUMENT for a
+	// shard the cluster does not have.
+	CompactShards(context.Context, *connect.Request[v1.CompactShardsRequest]) (*connect.Response[v1.CompactShardsResponse], error)
+	// SaveSnapshot streams a consistent copy of one shard's state in the
+	// snapshot format a shard's raft snapshots use (package snapshot: header,
+	// customers, idempotency records, SHA-256 trailer): the first message
+	// carries info only, every later one a chunk of the bytes, in order. The
+	// shard's leader takes it after confirming its leadership and catching up
+	// with its log, so it includes every decision acknowledged before the call;
+	// nothing changes on the server. INVALID_ARGUMENT for a shard the cluster
+	// does not have; UNAVAILABLE when no leader answered in time, or when the
+	// stream was cut (call it again: a partial copy is not a snapshot).
+	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest], *connect.ServerStream[v1.SaveSnapshotResponse]) error
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -224,6 +293,19 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("SetShardHome")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCompactShardsHandler := connect.NewUnaryHandler(
+		AdminServiceCompactShardsProcedure,
+		svc.CompactShards,
+		connect.WithSchema(adminServiceMethods.ByName("CompactShards")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceSaveSnapshotHandler := connect.NewServerStreamHandler(
+		AdminServiceSaveSnapshotProcedure,
+		svc.SaveSnapshot,
+		connect.WithSchema(adminServiceMethods.ByName("SaveSnapshot")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/capstan.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceStatusProcedure:
@@ -236,6 +318,10 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRemoveNodeHandler.ServeHTTP(w, r)
 		case AdminServiceSetShardHomeProcedure:
 			adminServiceSetShardHomeHandler.ServeHTTP(w, r)
+		case AdminServiceCompactShardsProcedure:
+			adminServiceCompactShardsHandler.ServeHTTP(w, r)
+		case AdminServiceSaveSnapshotProcedure:
+			adminServiceSaveSnapshotHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -263,4 +349,12 @@ func (UnimplementedAdminServiceHandler) RemoveNode(context.Context, *connect.Req
 
 func (UnimplementedAdminServiceHandler) SetShardHome(context.Context, *connect.Request[v1.SetShardHomeRequest]) (*connect.Response[v1.SetShardHomeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.v1.AdminService.SetShardHome is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CompactShards(context.Context, *connect.Request[v1.CompactShardsRequest]) (*connect.Response[v1.CompactShardsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.v1.AdminService.CompactShards is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest], *connect.ServerStream[v1.SaveSnapshotResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("capstan.v1.AdminService.SaveSnapshot is not implemented"))
 }

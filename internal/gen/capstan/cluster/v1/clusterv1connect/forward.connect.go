@@ -49,6 +49,11 @@ const (
 	ForwardServiceNodeStatusProcedure = "/capstan.cluster.v1.ForwardService/NodeStatus"
 	// ForwardServiceLeaveProcedure is the fully-qualified name of the ForwardService's Leave RPC.
 	ForwardServiceLeaveProcedure = "/capstan.cluster.v1.ForwardService/Leave"
+	// ForwardServiceCompactProcedure is the fully-qualified name of the ForwardService's Compact RPC.
+	ForwardServiceCompactProcedure = "/capstan.cluster.v1.ForwardService/Compact"
+	// ForwardServiceSaveSnapshotProcedure is the fully-qualified name of the ForwardService's
+	// SaveSnapshot RPC.
+	ForwardServiceSaveSnapshotProcedure = "/capstan.cluster.v1.ForwardService/SaveSnapshot"
 )
 
 // ForwardServiceClient is a client for the capstan.cluster.v1.ForwardService service.
@@ -69,6 +74,14 @@ type ForwardServiceClient interface {
 	// Leave tells a node it was removed from the cluster: it leaves gossip and
 	// closes its groups.
 	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error)
+	// Compact snapshots this node's replicas of the named shards now and
+	// truncates their logs (AdminService.CompactShards asks every node that
+	// holds a replica). It answers for every shard named.
+	Compact(context.Context, *connect.Request[v1.CompactRequest]) (*connect.Response[v1.CompactResponse], error)
+	// SaveSnapshot streams a consistent snapshot of a shard this node leads
+	// (after linearizing). The first message says whether it can: OUTCOME_OK
+	// with info, then data chunks; any other outcome ends the stream.
+	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest]) (*connect.ServerStreamForClient[v1.SaveSnapshotResponse], error)
 }
 
 // NewForwardServiceClient constructs a client for the capstan.cluster.v1.ForwardService service. By
@@ -127,18 +140,33 @@ func NewForwardServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(forwardServiceMethods.ByName("Leave")),
 			connect.WithClientOptions(opts...),
 		),
+		compact: connect.NewClient[v1.CompactRequest, v1.CompactResponse](
+			httpClient,
+			baseURL+ForwardServiceCompactProcedure,
+			connect.WithSchema(forwardServiceMethods.ByName("Compact")),
+			connect.WithClientOptions(opts...),
+		),
+		saveSnapshot: connect.NewClient[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse](
+			httpClient,
+			baseURL+ForwardServiceSaveSnapshotProcedure,
+			connect.WithSchema(forwardServiceMethods.ByName("SaveSnapshot")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // forwardServiceClient implements ForwardServiceClient.
 type forwardServiceClient struct {
-	apply      *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
-	query      *connect.Client[v1.QueryRequest, v1.QueryResponse]
-	lookup     *connect.Client[v1.LookupRequest, v1.LookupResponse]
-	metaApply  *connect.Client[v1.MetaApplyRequest, v1.MetaApplyResponse]
-	shardOp    *connect.Client[v1.ShardOpRequest, v1.ShardOpResponse]
-	nodeStatus *connect.Client[v1.NodeStatusRequest, v1.NodeStatusResponse]
-	leave      *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
+	apply        *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
+	query        *connect.Client[v1.QueryRequest, v1.QueryResponse]
+	lookup       *connect.Client[v1.LookupRequest, v1.LookupResponse]
+	metaApply    *connect.Client[v1.MetaApplyRequest, v1.MetaApplyResponse]
+	shardOp      *connect.Client[v1.ShardOpRequest, v1.ShardOpResponse]
+	nodeStatus   *connect.Client[v1.NodeStatusRequest, v1.NodeStatusResponse]
+	leave        *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
+	compact      *connect.Client[v1.CompactRequest, v1.CompactResponse]
+	saveSnapshot *connect.Client[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse]
 }
 
 // Apply calls capstan.cluster.v1.ForwardService.Apply.
@@ -176,6 +204,16 @@ func (c *forwardServiceClient) Leave(ctx context.Context, req *connect.Request[v
 	return c.leave.CallUnary(ctx, req)
 }
 
+// Compact calls capstan.cluster.v1.ForwardService.Compact.
+func (c *forwardServiceClient) Compact(ctx context.Context, req *connect.Request[v1.CompactRequest]) (*connect.Response[v1.CompactResponse], error) {
+	return c.compact.CallUnary(ctx, req)
+}
+
+// SaveSnapshot calls capstan.cluster.v1.ForwardService.SaveSnapshot.
+func (c *forwardServiceClient) SaveSnapshot(ctx context.Context, req *connect.Request[v1.SaveSnapshotRequest]) (*connect.ServerStreamForClient[v1.SaveSnapshotResponse], error) {
+	return c.saveSnapshot.CallServerStream(ctx, req)
+}
+
 // ForwardServiceHandler is an implementation of the capstan.cluster.v1.ForwardService service.
 type ForwardServiceHandler interface {
 	// Apply proposes one encoded fsm command on a shard this node leads.
@@ -194,6 +232,14 @@ type ForwardServiceHandler interface {
 	// Leave tells a node it was removed from the cluster: it leaves gossip and
 	// closes its groups.
 	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error)
+	// Compact snapshots this node's replicas of the named shards now and
+	// truncates their logs (AdminService.CompactShards asks every node that
+	// holds a replica). It answers for every shard named.
+	Compact(context.Context, *connect.Request[v1.CompactRequest]) (*connect.Response[v1.CompactResponse], error)
+	// SaveSnapshot streams a consistent snapshot of a shard this node leads
+	// (after linearizing). The first message says whether it can: OUTCOME_OK
+	// with info, then data chunks; any other outcome ends the stream.
+	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest], *connect.ServerStream[v1.SaveSnapshotResponse]) error
 }
 
 // NewForwardServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -248,6 +294,19 @@ func NewForwardServiceHandler(svc ForwardServiceHandler, opts ...connect.Handler
 		connect.WithSchema(forwardServiceMethods.ByName("Leave")),
 		connect.WithHandlerOptions(opts...),
 	)
+	forwardServiceCompactHandler := connect.NewUnaryHandler(
+		ForwardServiceCompactProcedure,
+		svc.Compact,
+		connect.WithSchema(forwardServiceMethods.ByName("Compact")),
+		connect.WithHandlerOptions(opts...),
+	)
+	forwardServiceSaveSnapshotHandler := connect.NewServerStreamHandler(
+		ForwardServiceSaveSnapshotProcedure,
+		svc.SaveSnapshot,
+		connect.WithSchema(forwardServiceMethods.ByName("SaveSnapshot")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/capstan.cluster.v1.ForwardService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ForwardServiceApplyProcedure:
@@ -264,6 +323,10 @@ func NewForwardServiceHandler(svc ForwardServiceHandler, opts ...connect.Handler
 			forwardServiceNodeStatusHandler.ServeHTTP(w, r)
 		case ForwardServiceLeaveProcedure:
 			forwardServiceLeaveHandler.ServeHTTP(w, r)
+		case ForwardServiceCompactProcedure:
+			forwardServiceCompactHandler.ServeHTTP(w, r)
+		case ForwardServiceSaveSnapshotProcedure:
+			forwardServiceSaveSnapshotHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -299,4 +362,12 @@ func (UnimplementedForwardServiceHandler) NodeStatus(context.Context, *connect.R
 
 func (UnimplementedForwardServiceHandler) Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.cluster.v1.ForwardService.Leave is not implemented"))
+}
+
+func (UnimplementedForwardServiceHandler) Compact(context.Context, *connect.Request[v1.CompactRequest]) (*connect.Response[v1.CompactResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("capstan.cluster.v1.ForwardService.Compact is not implemented"))
+}
+
+func (UnimplementedForwardServiceHandler) SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest], *connect.ServerStream[v1.SaveSnapshotResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("capstan.cluster.v1.ForwardService.SaveSnapshot is not implemented"))
 }
