@@ -14,8 +14,9 @@ import (
 )
 
 // Cluster commands (AdminService): status and shards, and the operator verbs
-// members, leader transfer, node remove and shards home. Still to come, once
-// the server grows the calls: `snapshot save|restore FILE`.
+// members, leader transfer, node remove and shards home (snapshot verbs are in
+// snapshot.go). Still to come, once the server grows the call: restoring a
+// saved snapshot.
 func init() {
 	register("status", "", &command{
 		group:   "cluster",

@@ -65,7 +65,7 @@ type command struct {
 var commands = map[string]map[string]*command{}
 
 // groups orders the sections of the top-level help.
-var groups = []string{"cluster", "policy", "customers", "limiter", "events", "other"}
+var groups = []string{"cluster", "snapshots", "policy", "customers", "limiter", "events", "other"}
 
 func register(noun, verb string, c *command) {
 	if commands[noun] == nil {
