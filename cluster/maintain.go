@@ -60,6 +60,7 @@ func (n *Node) leadershipLoop() {
 				won := !n.led[s.id]
 				n.ledMu.Unlock()
 				if won {
+					n.metrics.leaderChanges.Inc()
 					n.catchUpPolicy(s)
 				}
 			}

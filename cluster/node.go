@@ -75,6 +75,8 @@ type Node struct {
 
 	policyMu sync.Mutex // serialises SetPolicy
 
+	metrics *nodeMetrics // see Collector
+
 	closed    chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -118,7 +120,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	logger := cfg.Logger.With("node", cfg.NodeID)
 	n := &Node{cfg: cfg, logger: logger, nshards: meta.Shards, shards: map[int]*shard{}, meta: meta,
 		cluster: cfg.clustered(), local: faultnet.Endpoint{Node: cfg.NodeID, Region: cfg.Region},
-		wake: make(chan struct{}, 1), closed: make(chan struct{})}
+		wake: make(chan struct{}, 1), closed: make(chan struct{}), metrics: newNodeMetrics()}
 
 	ln, advertise, dial := cfg.RaftListener, cfg.RaftAddr, cfg.RaftDial
 	if cfg.AdvertiseRaft != "" {
@@ -425,7 +427,9 @@ func (n *Node) newRequestID() string {
 // When another node is (or becomes) the leader it answers ErrNotLeader, also
 // wrapping ErrUnavailable and ErrUnknownOutcome when an earlier attempt may
 // still commit.
-func (n *Node) applyShard(ctx context.Context, s *shard, cmd *fsm.Command) (*fsm.Result, error) {
+func (n *Node) applyShard(ctx context.Context, s *shard, cmd *fsm.Command) (_ *fsm.Result, err error) {
+	start := time.Now()
+	defer func() { n.metrics.proposal(start, err) }()
 	if cmd.SetPolicy == nil {
 		if err := n.ensurePolicy(ctx, s); err != nil {
 			return nil, err

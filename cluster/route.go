@@ -278,6 +278,9 @@ func (n *Node) routeWith(ctx context.Context, id int, mutating bool, target func
 			continue
 		}
 		done, hint, err := try(local, to)
+		if !local {
+			n.metrics.forwarded.WithLabelValues(metricOutcome(err)).Inc()
+		}
 		if done {
 			if !local {
 				n.hints.Store(id, to)

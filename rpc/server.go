@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -22,8 +23,9 @@ type Config struct {
 	// an admin); the caller of NewMux is expected to have said so loudly.
 	Keys   *Keys
 	Logger *slog.Logger
-	// Registry receives the edge's metrics and is served on /metrics. Nil uses
-	// a fresh registry with the Go and process collectors.
+	// Registry receives the edge's metrics (and the backend's, when it offers
+	// a Collector, as *cluster.Node does) and is served on /metrics. Nil uses a
+	// fresh registry with the Go and process collectors.
 	Registry *prometheus.Registry
 	// Version (the build) is reported by AdminService.Status.
 	Version string
@@ -66,6 +68,11 @@ func NewMux(cfg Config) (*http.ServeMux, error) {
 	metrics, err := NewMetrics(reg)
 	if err != nil {
 		return nil, err
+	}
+	if b, ok := cfg.Backend.(interface{ Collector() prometheus.Collector }); ok {
+		if err := reg.Register(b.Collector()); err != nil {
+			return nil, fmt.Errorf("register the backend's metrics: %w", err)
+		}
 	}
 	interceptors := []connect.Interceptor{observeInterceptor{logger: cfg.Logger, metrics: metrics}}
 	if cfg.Keys != nil {

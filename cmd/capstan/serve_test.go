@@ -230,6 +230,10 @@ func TestServe(t *testing.T) {
 			`capstan_decisions_total{method="Allow",reason="cap",result="denied"} 1`,
 			`capstan_request_duration_seconds_count{code="invalid_argument",procedure="/capstan.v1.LimiterService/Allow"}`,
 			`go_goroutines`,
+			`capstan_shard_is_leader{shard="0"} 1`,
+			`capstan_shard_is_leader{shard="1"} 1`,
+			`capstan_proposals_total{outcome="ok"}`,
+			`capstan_cluster_members{state="alive"} 1`,
 		} {
 			if !strings.Contains(string(body), want) {
 				t.Errorf("metrics lack %s", want)
