@@ -20,6 +20,7 @@ import (
 	"github.com/capstanhq/capstan/fsm"
 	"github.com/capstanhq/capstan/internal/faultnet"
 	"github.com/capstanhq/capstan/internal/raftgroup"
+	"github.com/capstanhq/capstan/internal/testgate"
 )
 
 // In-process clusters for tests: real nodes on 127.0.0.1 (raft port, gossip
@@ -121,7 +122,7 @@ type tnode struct {
 // bootstrap-expect n, and waits until every node is ready and every shard
 // runs the policy.
 func newCluster(t *testing.T, n, shards int, regions []string, mod func(*Config)) *tcluster {
-	requireClusterTests(t)
+	testgate.RequireCluster(t)
 	t.Helper()
 	c := &tcluster{t: t, rules: faultnet.NewRules(), shards: shards, mod: mod}
 	for i := range n {

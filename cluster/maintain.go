@@ -13,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/raft"
 
-	"github.com/capstanhq/capstan/fsm"
 	clusterv1 "github.com/capstanhq/capstan/internal/gen/capstan/cluster/v1"
 	"github.com/capstanhq/capstan/internal/raftgroup"
 )
@@ -76,11 +75,12 @@ func policyRequestID(version uint64) string {
 	return "set-policy-v" + strconv.FormatUint(version, 10)
 }
 
-// catchUpPolicy proposes the map's policy on s when s runs an older one (in
-// the background; one at a time per shard).
+// catchUpPolicy runs ensurePolicy on s in the background (one at a time per
+// shard), so a shard whose leadership was just won converges on the map's
+// policy even when no call arrives to do it inline.
 func (n *Node) catchUpPolicy(s *shard) {
 	m := n.view()
-	if m == nil || m.Policy.Version == 0 || s.fsm.Info().PolicyVersion >= m.Policy.Version {
+	if m == nil || m.Policy.Version == 0 || s.fsm.PolicyVersion() >= m.Policy.Version {
 		return
 	}
 	if _, busy := n.catchingUp.LoadOrStore(s.id, true); busy {
@@ -90,17 +90,7 @@ func (n *Node) catchUpPolicy(s *shard) {
 		defer n.catchingUp.Delete(s.id)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		p := m.Policy
-		res, err := n.applyShard(ctx, s, &fsm.Command{RequestID: policyRequestID(p.Version),
-			SetPolicy: &fsm.PolicyOp{Text: p.Text, Format: p.Format, Version: p.Version}})
-		switch {
-		case err != nil:
-			n.logger.Debug("policy catch-up", "shard", s.id, "version", p.Version, "err", err)
-		case res.Err != nil && res.Err.Code != fsm.CodeFailedPrecondition:
-			n.logger.Error("policy catch-up refused", "shard", s.id, "version", p.Version, "err", res.Err)
-		default:
-			n.logger.Debug("policy caught up", "shard", s.id, "version", p.Version)
-		}
+		_ = n.ensurePolicy(ctx, s) // logs its own outcome
 	})
 }
 

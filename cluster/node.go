@@ -776,17 +776,20 @@ func (n *Node) ensurePolicy(ctx context.Context, s *shard) error {
 		return nil
 	}
 	m := n.view()
-	if m == nil || m.Policy.Version == 0 || s.fsm.Info().PolicyVersion >= m.Policy.Version || !s.group.IsLeader() {
+	if m == nil || m.Policy.Version == 0 || s.fsm.PolicyVersion() >= m.Policy.Version || !s.group.IsLeader() {
 		return nil
 	}
 	p := m.Policy
 	res, err := n.applyShard(ctx, s, &fsm.Command{RequestID: policyRequestID(p.Version),
 		SetPolicy: &fsm.PolicyOp{Text: p.Text, Format: p.Format, Version: p.Version}})
-	if err != nil {
+	switch {
+	case err != nil:
+		n.logger.Debug("policy catch-up", "shard", s.id, "version", p.Version, "err", err)
 		return err
-	}
-	if res.Err != nil && res.Err.Code != fsm.CodeFailedPrecondition {
+	case res.Err != nil && res.Err.Code != fsm.CodeFailedPrecondition:
 		n.logger.Error("policy catch-up refused", "shard", s.id, "version", p.Version, "err", res.Err)
+	default:
+		n.logger.Debug("policy caught up", "shard", s.id, "version", p.Version)
 	}
 	return nil
 }

@@ -110,20 +110,13 @@ func (n *Node) queryShard(ctx context.Context, s *shard, stale bool, fn QueryFun
 			return Answer{}, err
 		}
 	}
-	for {
-		before := s.fsm.Info().PolicyVersion
-		var out []byte
-		err := s.fsm.Read(func(e *engine.Engine, clock int64) error {
-			var err error
-			out, err = fn(e, max(time.Now().UnixMilli(), clock), args)
-			return err
-		})
-		info := s.fsm.Info()
-		if info.PolicyVersion != before {
-			continue // a policy update landed between: read again under one version
-		}
-		return Answer{Result: out, PolicyVersion: before, AppliedIndex: info.AppliedIndex, Node: n.cfg.NodeID, Stale: stale}, err
-	}
+	var out []byte
+	index, version, err := s.fsm.ReadAt(func(e *engine.Engine, clock int64) error {
+		var err error
+		out, err = fn(e, max(time.Now().UnixMilli(), clock), args)
+		return err
+	})
+	return Answer{Result: out, PolicyVersion: version, AppliedIndex: index, Node: n.cfg.NodeID, Stale: stale}, err
 }
 
 // LookupRequest answers what the shard that owns key remembers of a request id
@@ -279,7 +272,7 @@ func (n *Node) routeWith(ctx context.Context, id int, mutating bool, target func
 		}
 		done, hint, err := try(local, to)
 		if !local {
-			n.metrics.forwarded.WithLabelValues(metricOutcome(err)).Inc()
+			n.metrics.forward(err)
 		}
 		if done {
 			if !local {

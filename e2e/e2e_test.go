@@ -30,29 +30,7 @@ func TestFaultInjection(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t)
 	out := filepath.Join(outRoot, time.Now().Format("20060102-150405"))
-	var ids []string
-	for _, n := range nodes {
-		if !n.Spare {
-			ids = append(ids, n.ID)
-		}
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			h.dumpLogs(filepath.Join(out, "logs"))
-			t.Logf("history, visualisations and logs are in e2e/%s", out)
-		}
-		if os.Getenv("E2E_KEEP_CLUSTER") == "" {
-			if err := h.down(context.Background()); err != nil {
-				t.Logf("down: %v", err)
-			}
-		}
-	})
-	if err := h.up(ctx, ids...); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.waitHealthy(ctx, recoverLimit, ids...); err != nil {
-		t.Fatal(err)
-	}
+	ids := h.bringUp(t, out)
 
 	w := newWorkload(h, faultShape, 8000, ids)
 	if err := w.fill(ctx, 2*faultShape.Slots); err != nil {
@@ -179,4 +157,36 @@ func regions(ids []string) int {
 		seen[n.Region] = true
 	}
 	return len(seen)
+}
+
+// bringUp brings up the compose cluster's non-spare nodes, waits until they are
+// healthy and returns their ids. On failure the cleanup leaves the nodes' logs
+// under out; the cluster goes down afterwards unless E2E_KEEP_CLUSTER is set.
+func (h *harness) bringUp(t *testing.T, out string) []string {
+	t.Helper()
+	var ids []string
+	for _, n := range nodes {
+		if !n.Spare {
+			ids = append(ids, n.ID)
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			h.dumpLogs(filepath.Join(out, "logs"))
+			t.Logf("history, visualisations and logs are in e2e/%s", out)
+		}
+		if os.Getenv("E2E_KEEP_CLUSTER") == "" {
+			if err := h.down(context.Background()); err != nil {
+				t.Logf("down: %v", err)
+			}
+		}
+	})
+	ctx := context.Background()
+	if err := h.up(ctx, ids...); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.waitHealthy(ctx, recoverLimit, ids...); err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
 	"github.com/capstanhq/capstan/internal/linearize"
 )
 
@@ -33,28 +33,7 @@ func TestUnsafeStaleAllowIsCaught(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, "docker-compose.yml", "e2e/testdata/unsafe-stale-allow.yml")
 	out := filepath.Join(outRoot, "unsafe-"+time.Now().Format("20060102-150405"))
-	var ids []string
-	for _, n := range nodes {
-		if !n.Spare {
-			ids = append(ids, n.ID)
-		}
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			h.dumpLogs(filepath.Join(out, "logs"))
-		}
-		if os.Getenv("E2E_KEEP_CLUSTER") == "" {
-			if err := h.down(context.Background()); err != nil {
-				t.Logf("down: %v", err)
-			}
-		}
-	})
-	if err := h.up(ctx, ids...); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.waitHealthy(ctx, recoverLimit, ids...); err != nil {
-		t.Fatal(err)
-	}
+	ids := h.bringUp(t, out)
 	w := newWorkload(h, unsafeShape, 2000, ids)
 	if err := w.fill(ctx, 2*unsafeShape.Slots); err != nil {
 		t.Fatal(err)

@@ -219,51 +219,52 @@ func (w *workload) provision(ctx context.Context, rng *rand.Rand) {
 
 func (w *workload) create(ctx context.Context, c customer, rng *rand.Rand) error {
 	targets := w.targets("", rng) // any live node, in random order
-	for attempt := 0; ; attempt++ {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if attempt > 0 {
-			sleep(ctx, backoff(attempt))
-		}
-		target := targets[attempt%len(targets)]
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		_, err := target.customers.CreateCustomer(actx, connect.NewRequest(&capstanv1.CreateCustomerRequest{
+	err := untilAnswered(ctx, targets, func(ctx context.Context, target *api) error {
+		_, err := target.customers.CreateCustomer(ctx, connect.NewRequest(&capstanv1.CreateCustomerRequest{
 			Id: c.ID, Plan: plan, IdempotencyKey: c.ID + ".create",
 		}))
-		cancel()
-		if err != nil {
-			if definite(err) {
-				return fmt.Errorf("create customer: %w", err)
-			}
-			continue
-		}
-		break
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create customer: %w", err)
 	}
-	for attempt := 0; ; attempt++ {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if attempt > 0 {
-			sleep(ctx, backoff(attempt))
-		}
-		target := targets[attempt%len(targets)]
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		res, err := target.customers.CreateOverride(actx, connect.NewRequest(&capstanv1.CreateOverrideRequest{
+	var limit string
+	err = untilAnswered(ctx, targets, func(ctx context.Context, target *api) error {
+		res, err := target.customers.CreateOverride(ctx, connect.NewRequest(&capstanv1.CreateOverrideRequest{
 			Customer: c.ID, Entitlement: entitlement, Mode: "hard", Value: strconv.FormatInt(c.Cap, 10),
 			Resets: new(false), IdempotencyKey: c.ID + ".cap",
 		}))
+		if err == nil {
+			limit = res.Msg.GetLimit().GetValue()
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create override: %w", err)
+	}
+	if limit != strconv.FormatInt(c.Cap, 10) {
+		return fmt.Errorf("override answered limit %q, want %d", limit, c.Cap)
+	}
+	return nil
+}
+
+// untilAnswered calls call on the targets in turn (each attempt bounded by
+// attemptTimeout, with backoff between) until one answers or the error is
+// definite; the same idempotency key inside call makes the retries safe.
+func untilAnswered(ctx context.Context, targets []*api, call func(context.Context, *api) error) error {
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if attempt > 0 {
+			sleep(ctx, backoff(attempt))
+		}
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := call(actx, targets[attempt%len(targets)])
 		cancel()
-		if err != nil {
-			if definite(err) {
-				return fmt.Errorf("create override: %w", err)
-			}
-			continue
+		if err == nil || definite(err) {
+			return err
 		}
-		if got := res.Msg.GetLimit().GetValue(); got != strconv.FormatInt(c.Cap, 10) {
-			return fmt.Errorf("override answered limit %q, want %d", got, c.Cap)
-		}
-		return nil
 	}
 }
 

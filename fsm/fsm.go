@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -52,11 +53,13 @@ type FSM struct {
 
 	// mu guards everything below. Apply and Restore take it exclusively, readers
 	// (Read, StateHash, Snapshot's capture) share it.
-	mu            sync.RWMutex
-	eng           *engine.Engine
-	policyText    string
-	policyFormat  string
-	policyVersion uint64
+	mu           sync.RWMutex
+	eng          *engine.Engine
+	policyText   string
+	policyFormat string
+	// policyVersion is written under mu (Apply, Restore) and atomic so that
+	// PolicyVersion can be read on the request path without taking mu.
+	policyVersion atomic.Uint64
 	clock         int64 // ms; max of every command time applied
 	index, term   uint64
 	dedupe        *dedupeTable
@@ -179,8 +182,8 @@ func (f *FSM) applyCommand(index uint64, data []byte) *Result {
 	} else {
 		res = f.execute(index, now, cmd)
 	}
-	res.Index, res.Timestamp, res.PolicyVersion = index, now, f.policyVersion
-	f.events.append(index, now, id, f.policyVersion, resultEvents(res))
+	res.Index, res.Timestamp, res.PolicyVersion = index, now, f.policyVersion.Load()
+	f.events.append(index, now, id, f.policyVersion.Load(), resultEvents(res))
 
 	if id != "" {
 		enc, err := EncodeResult(res)
@@ -195,7 +198,7 @@ func (f *FSM) applyCommand(index uint64, data []byte) *Result {
 
 // refusal is a result that changes nothing and is not remembered.
 func (f *FSM) refusal(index uint64, now int64, e *Error) *Result {
-	return &Result{Index: index, Timestamp: now, PolicyVersion: f.policyVersion, Err: e}
+	return &Result{Index: index, Timestamp: now, PolicyVersion: f.policyVersion.Load(), Err: e}
 }
 
 // execute runs one decoded command against the engine. A panic (an engine bug) is
@@ -212,7 +215,7 @@ func (f *FSM) execute(index uint64, now int64, cmd *Command) (res *Result) {
 	if cmd.SetPolicy != nil {
 		return f.setPolicy(cmd.SetPolicy)
 	}
-	if f.policyVersion == 0 {
+	if f.policyVersion.Load() == 0 {
 		return &Result{Err: codeError(CodeFailedPrecondition, "", "%v", ErrNoPolicy)}
 	}
 	return run(f.eng, now, cmd)
@@ -222,10 +225,10 @@ func (f *FSM) setPolicy(op *PolicyOp) *Result {
 	switch {
 	case op.Version == 0:
 		return &Result{Err: invalid("version", "policy version must be > 0")}
-	case op.Version < f.policyVersion:
+	case op.Version < f.policyVersion.Load():
 		return &Result{Err: codeError(CodeFailedPrecondition, "version",
-			"policy version %d is older than the shard's version %d", op.Version, f.policyVersion)}
-	case op.Version == f.policyVersion:
+			"policy version %d is older than the shard's version %d", op.Version, f.policyVersion.Load())}
+	case op.Version == f.policyVersion.Load():
 		if op.Text == f.policyText && op.Format == f.policyFormat {
 			return &Result{} // already in force: replaying an update is harmless
 		}
@@ -240,7 +243,8 @@ func (f *FSM) setPolicy(op *PolicyOp) *Result {
 		return &Result{Err: invalid("policy", "%v", err)}
 	}
 	f.eng.SetPolicy(p)
-	f.policyText, f.policyFormat, f.policyVersion = op.Text, op.Format, op.Version
+	f.policyText, f.policyFormat = op.Text, op.Format
+	f.policyVersion.Store(op.Version)
 	return &Result{}
 }
 
@@ -392,19 +396,28 @@ func cloneDec[T any](p *T) *T {
 // latest command time applied). fn must not modify the engine or keep references
 // into it after returning. ErrNoPolicy before the first policy was applied.
 func (f *FSM) Read(fn func(e *engine.Engine, clock int64) error) error {
+	_, _, err := f.ReadAt(fn)
+	return err
+}
+
+// ReadAt is Read that also reports the state fn saw: the applied index and the
+// policy version, both fixed for as long as fn runs (commands apply under the
+// write lock), so an answer never mixes two policy versions.
+func (f *FSM) ReadAt(fn func(e *engine.Engine, clock int64) error) (index, policyVersion uint64, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.policyVersion == 0 {
-		return ErrNoPolicy
+	index, policyVersion = f.index, f.policyVersion.Load()
+	if policyVersion == 0 {
+		return index, 0, ErrNoPolicy
 	}
-	return fn(f.eng, f.clock)
+	return index, policyVersion, fn(f.eng, f.clock)
 }
 
 // Policy returns the policy in force and its version (0: none yet).
 func (f *FSM) Policy() (text, format string, version uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.policyText, f.policyFormat, f.policyVersion
+	return f.policyText, f.policyFormat, f.policyVersion.Load()
 }
 
 // Info is a consistent summary of the FSM.
@@ -419,11 +432,15 @@ type Info struct {
 }
 
 // Info returns a summary under the read lock.
+// PolicyVersion is the version of the policy applied last (0: none yet),
+// read without the FSM's lock (cheap on the request path).
+func (f *FSM) PolicyVersion() uint64 { return f.policyVersion.Load() }
+
 func (f *FSM) Info() Info {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return Info{
-		Shard: f.opts.Shard, AppliedIndex: f.index, AppliedTerm: f.term, PolicyVersion: f.policyVersion,
+		Shard: f.opts.Shard, AppliedIndex: f.index, AppliedTerm: f.term, PolicyVersion: f.policyVersion.Load(),
 		Clock: f.clock, Customers: f.eng.Len(), DedupeEntries: f.dedupe.len(),
 	}
 }

@@ -46,7 +46,7 @@ func (f *FSM) captureLocked(withPosition bool) (*capture, error) {
 		c.encs[i] = enc
 	}
 	c.hdr = snapshot.Header{
-		PolicyVersion: f.policyVersion, PolicyFormat: f.policyFormat, PolicyText: f.policyText,
+		PolicyVersion: f.policyVersion.Load(), PolicyFormat: f.policyFormat, PolicyText: f.policyText,
 		Clock: f.clock, Customers: uint64(len(ids)), Dedupe: uint64(len(c.dedupe)),
 	}
 	if withPosition {
@@ -128,7 +128,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	f.eng = st.Engine
-	f.policyText, f.policyFormat, f.policyVersion = st.Header.PolicyText, st.Header.PolicyFormat, st.Header.PolicyVersion
+	f.policyText, f.policyFormat = st.Header.PolicyText, st.Header.PolicyFormat
+	f.policyVersion.Store(st.Header.PolicyVersion)
 	f.clock = st.Header.Clock
 	f.index, f.term = st.Header.Index, st.Header.Term
 	f.dedupe = dd

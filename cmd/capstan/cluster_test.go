@@ -17,6 +17,7 @@ import (
 
 	capstanv1 "github.com/capstanhq/capstan/internal/gen/capstan/v1"
 	"github.com/capstanhq/capstan/internal/gen/capstan/v1/capstanv1connect"
+	"github.com/capstanhq/capstan/internal/testgate"
 )
 
 // TestClusterProcesses runs three real `capstan serve` processes on
@@ -26,13 +27,7 @@ import (
 // one node is metered through every node, and after a kill -9 of one node the
 // others keep deciding for every customer.
 func TestClusterProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three processes")
-	}
-	if os.Getenv("CAPSTAN_CLUSTER_TESTS") == "0" {
-		// The same escape hatch as the in-process cluster tests (cluster/gate_test.go).
-		t.Skip("multi-node cluster test: CAPSTAN_CLUSTER_TESTS=0")
-	}
+	testgate.RequireCluster(t)
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.stof")
 	if err := os.WriteFile(policy, []byte(devPolicy), 0o600); err != nil {

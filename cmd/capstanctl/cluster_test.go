@@ -11,28 +11,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capstanhq/capstan/internal/conformance"
-	capstanv1 "github.com/capstanhq/capstan/internal/gen/capstan/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/capstanhq/capstan/internal/conformance"
+	capstanv1 "github.com/capstanhq/capstan/internal/gen/capstan/v1"
+	"github.com/capstanhq/capstan/internal/testgate"
 )
 
 // The operator verbs (members, leader transfer, node remove, shards home):
 // usage errors without a server, refusals by the package's standalone server,
 // and TestClusterVerbs against three real `capstan serve` processes.
-
-// requireClusterTests is the gate of the multi-node tests, as in
-// cluster/gate_test.go: skipped with -short, and when CAPSTAN_CLUSTER_TESTS=0
-// (an escape hatch for a machine too loaded to run them).
-func requireClusterTests(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("multi-node cluster test (skipped with -short)")
-	}
-	if os.Getenv("CAPSTAN_CLUSTER_TESTS") == "0" {
-		t.Skip("multi-node cluster test: CAPSTAN_CLUSTER_TESTS=0")
-	}
-}
 
 const (
 	clusterShards = 8
@@ -152,7 +141,7 @@ func TestServerClusterVerbsStandalone(t *testing.T) {
 // decided through both; leader transfer hands a shard to the named node (or,
 // without --to, to the other voter).
 func TestClusterVerbs(t *testing.T) {
-	requireClusterTests(t)
+	testgate.RequireCluster(t)
 	if _, err := os.Stat(seedCase); err != nil {
 		t.Skipf("no seed case at %s", seedCase)
 	}
